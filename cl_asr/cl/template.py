@@ -1,0 +1,228 @@
+"""The Avalanche strategy for speech recognition with Whisper.
+
+`ASRTemplate` is an Avalanche `SupervisedTemplate` adapted to sequence-to-sequence batches (FACTS §9):
+dict mini-batches, a forward pass that lets the method route the batch (e.g. activate the experience's prompt
+set), the model's own token-level cross-entropy as the criterion, and a fresh AdamW over the method's
+trainable parameters at every experience. Evaluation keeps Avalanche's `eval(stream)` loop but decodes
+with batched greedy `generate` instead of computing a loss; outputs land in `self.eval_outputs`.
+
+Training loop, in the order Avalanche runs it for `train(experience)`:
+    method.before_experience  ->  dataloader, AdamW  ->  epochs x (forward, loss, backward, clip, step)
+    ->  method.after_experience
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.templates import SupervisedTemplate
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..methods.base import Method, Target
+from .collate import ASRCollator, with_prefix
+
+
+class _BothLengthsFilter(logging.Filter):
+    """Every decode here caps max_new_tokens, while Whisper's generate always fills in a max_length too:
+    transformers then warns on every batch that both are set. Drop exactly that message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seem to have been set" not in record.getMessage()
+
+
+logging.getLogger("transformers.generation.utils").addFilter(_BothLengthsFilter())
+
+
+@dataclass
+class EvalOutput:
+    target: Target
+    ids: list[str]
+    refs: list[str]
+    hyps: list[str]
+    seconds: float
+    reused: bool  # True when an identical decode (same model state, same set) was already computed
+
+
+class DecodeMemo:
+    """Decodes keyed by everything that determines them; a frozen backbone's outputs are computed once per
+    run however many strategies and rows need them (e.g. base-language sets under prompt methods)."""
+
+    def __init__(self):
+        self._store: dict[tuple, list[str]] = {}
+
+    def get(self, key: tuple) -> list[str] | None:
+        return self._store.get(key)
+
+    def put(self, key: tuple, hyps: list[str]) -> None:
+        self._store[key] = list(hyps)
+
+
+class _Progress(SupervisedPlugin):
+    """A tqdm bar per training experience, showing the running loss."""
+
+    def __init__(self, enabled: bool):
+        super().__init__()
+        self.enabled, self.bar = enabled, None
+
+    def before_training_exp(self, strategy, **kwargs):
+        total = strategy.train_epochs * len(strategy.dataloader)
+        self.bar = tqdm(total=total, desc=f"train {strategy.method.name} on {strategy.target.name}",
+                        unit="step", disable=not self.enabled, leave=False)
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{strategy.loss.item():.3f}")
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.bar.close()
+
+
+class ASRTemplate(SupervisedTemplate):
+    def __init__(
+        self,
+        method: Method,
+        collator: ASRCollator,
+        target_of: Callable[[object], Target],
+        *,
+        train_mb_size: int,
+        train_epochs: int,
+        eval_mb_size: int,
+        max_new_tokens: int,
+        device: str | torch.device = "cpu",
+        memo: DecodeMemo | None = None,
+        memo_context: tuple = (),
+        seed: int = 0,
+        progress: bool = True,
+        plugins: list | None = None,
+    ):
+        self.method = method
+        self.collator = collator
+        self.target_of = target_of
+        self.max_new_tokens = max_new_tokens
+        self.memo = memo if memo is not None else DecodeMemo()
+        self.memo_context = memo_context
+        self.seed = seed
+        self.progress = progress
+        self.eval_outputs: dict[tuple[str, int], EvalOutput] = {}
+        for m in method.extra_modules():
+            m.to(device)
+
+        # The optimiser is rebuilt for every experience (make_optimizer); Avalanche wants one up front.
+        placeholder = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+        super().__init__(
+            model=method.model,
+            optimizer=placeholder,
+            train_mb_size=train_mb_size,
+            train_epochs=train_epochs,
+            eval_mb_size=eval_mb_size,
+            device=device,
+            plugins=[_Progress(progress), *(plugins or [])],
+            evaluator=EvaluationPlugin(loggers=[]),
+        )
+
+    # -- the current set ---------------------------------------------------------------------------------
+    @property
+    def target(self) -> Target:
+        return self.target_of(self.experience)
+
+    # -- Avalanche hooks, adapted to dict batches --------------------------------------------------------
+    @property
+    def mb_x(self):
+        return self.mbatch["input_features"]
+
+    @property
+    def mb_y(self):
+        return self.mbatch["labels"]
+
+    @property
+    def mb_task_id(self):
+        return torch.zeros(len(self.mbatch["id"]), dtype=torch.long)
+
+    def _unpack_minibatch(self):
+        self.mbatch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.mbatch.items()}
+
+    def _before_training_exp(self, **kwargs):
+        self.method.before_experience(self.target)  # first: it may create the parameters to optimise
+        super()._before_training_exp(**kwargs)
+
+    def _after_training_exp(self, **kwargs):
+        self.method.after_experience(self.target)
+        self.method.experiences_trained += 1
+        super()._after_training_exp(**kwargs)
+
+    def make_train_dataloader(self, shuffle=True, **kwargs):
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.experience.current_experience)
+        self.dataloader = DataLoader(
+            self.adapted_dataset, batch_size=self.train_mb_size, shuffle=shuffle, generator=g,
+            collate_fn=self.collator, num_workers=0,
+        )
+
+    def make_eval_dataloader(self, **kwargs):
+        self.dataloader = DataLoader(
+            self.adapted_dataset, batch_size=self.eval_mb_size, shuffle=False, collate_fn=self.collator,
+            num_workers=0,
+        )
+
+    def make_optimizer(self, **kwargs):
+        params = self.method.trainable_parameters()
+        if not params:
+            raise RuntimeError(f"strategy {self.method.name!r} has nothing to train for {self.target.name}")
+        cfg = self.method.config
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.last_trainable = sum(p.numel() for p in params)
+
+    def forward(self):
+        with self.method.route(self.target) as route:
+            ids, labels = with_prefix(self.mbatch["decoder_input_ids"], self.mbatch["labels"], route.decoder_prefix)
+            return self.model(input_features=self.mbatch["input_features"], decoder_input_ids=ids, labels=labels)
+
+    def criterion(self):
+        return self.mb_output.loss
+
+    def optimizer_step(self):
+        if self.method.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.method.config.grad_clip)
+        self.optimizer.step()
+
+    # -- evaluation: greedy decoding -------------------------------------------------------------------
+    def eval_epoch(self, **kwargs):
+        target = self.target
+        dataset = self.experience.dataset
+        rows = [dataset[i] for i in range(len(dataset))]
+        ids, refs = [r["id"] for r in rows], [r["text"] for r in rows]
+        key = (*self.memo_context, target.stream, target.index, target.decode_language, self.max_new_tokens,
+               self.method.state_key(target))
+        start = time.perf_counter()
+        hyps = self.memo.get(key)
+        reused = hyps is not None
+        if hyps is None:
+            hyps = []
+            bar = tqdm(self.dataloader, desc=f"decode {self.method.name} {target.stream}/{target.name}",
+                       unit="batch", disable=not self.progress, leave=False)
+            for self.mbatch in bar:
+                self._unpack_minibatch()
+                hyps.extend(self.decode_batch(target))
+            self.memo.put(key, hyps)
+        self.eval_outputs[(target.stream, target.index)] = EvalOutput(
+            target, ids, refs, hyps, time.perf_counter() - start, reused
+        )
+
+    @torch.inference_mode()
+    def decode_batch(self, target: Target) -> list[str]:
+        tok = self.method.tokenizer
+        with self.method.route(target) as route:
+            prompt_ids = torch.tensor(route.decoder_prefix, device=self.device) if route.decoder_prefix else None
+            out = self.model.generate(
+                input_features=self.mbatch["input_features"],
+                language=target.decode_language,
+                task="transcribe",
+                max_new_tokens=self.max_new_tokens,
+                prompt_ids=prompt_ids,
+            )
+        return tok.batch_decode(out, skip_special_tokens=True)

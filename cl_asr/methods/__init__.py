@@ -1,0 +1,43 @@
+"""Strategies. Every module in this package registers its strategies on import; `get_method(name)` finds them."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import METHODS, Method, MethodConfig, Route, Target, register_method
+
+for _mod in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_mod.name}")
+
+
+def get_method(name: str) -> type[Method]:
+    return METHODS.get(name)
+
+
+__all__ = ["METHODS", "Method", "MethodConfig", "Route", "Target", "get_method", "register_method"]
+
+
+def method_config(name: str, profile_name: str | None = None, prompt_length: int | None = None):
+    """A strategy's config: dataclass defaults, then baselines/<name>.yaml `config:`, then that file's
+    `profiles.<profile>:` overrides, then the run profile's prompt_length (if it sets one)."""
+    import dataclasses
+
+    from ..config import REPO_ROOT, ConfigError, from_dict, load_yaml
+
+    cls = get_method(name)
+    path = REPO_ROOT / "baselines" / f"{name}.yaml"
+    values: dict = {}
+    if path.is_file():
+        data = load_yaml(path)
+        unknown = set(data) - {"strategy", "source", "config", "profiles"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; valid: strategy, source, config, profiles")
+        if data.get("strategy", name) != name:
+            raise ConfigError(f"{path}: strategy {data['strategy']!r} does not match the file name {name!r}")
+        values.update(data.get("config") or {})
+        if profile_name:
+            values.update((data.get("profiles") or {}).get(profile_name) or {})
+    config = from_dict(cls.config_class, values, str(path))
+    if prompt_length is not None and any(f.name == "prompt_length" for f in dataclasses.fields(config)):
+        config = dataclasses.replace(config, prompt_length=prompt_length)
+    return config
