@@ -1,0 +1,96 @@
+"""Command line: `python run_suite.py [list | run ... | report RUN_DIR]`; no command runs the default benchmark."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+
+DEFAULT_SCENARIO = "languages"
+DEFAULT_STRATEGIES = "zero_shot,fft,spt_decoder,spt_entire"
+DEFAULT_PROFILE = "quick"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_suite.py",
+        description="cl_asr: a continual-learning benchmark suite for speech recognition on Whisper. "
+        f"With no command, runs the {DEFAULT_PROFILE!r} profile of {DEFAULT_SCENARIO!r} with "
+        f"{DEFAULT_STRATEGIES} into runs/<timestamp>/.",
+    )
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("list", help="list scenarios and strategies, one line each")
+
+    run = sub.add_parser("run", help="run a scenario with some strategies")
+    run.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name (scenarios/*.yaml) or a YAML path")
+    run.add_argument("--strategies", default=DEFAULT_STRATEGIES, help="comma-separated strategy names")
+    run.add_argument("--profile", default=DEFAULT_PROFILE, help="micro | quick | full (as the scenario defines)")
+    run.add_argument("--out", type=Path, default=None, help="run directory (default runs/<timestamp>)")
+    run.add_argument("--backbone", default=None, help="backbone spec, overriding the profile's "
+                     "(offline:whisper-base, tiny:random, a local directory or a hub id)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+
+    rep = sub.add_parser("report", help="(re)write summary.csv, report.md, report.html and plots/ of a run")
+    rep.add_argument("run_dir", type=Path)
+    return p
+
+
+def _list() -> int:
+    from .methods import METHODS
+    from .scenarios import available_scenarios
+
+    print("Scenarios:")
+    for name, desc in available_scenarios().items():
+        print(f"  {name:<16} {desc}")
+    print("Strategies:")
+    for name in METHODS.names():
+        print(f"  {name:<16} {METHODS.get(name).description}")
+    return 0
+
+
+def _run(args) -> int:
+    from .runner import RunRequest, run_benchmark
+
+    out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not strategies:
+        raise ValueError("--strategies names no strategy")
+    if len(set(strategies)) != len(strategies):
+        raise ValueError(f"--strategies names a strategy twice: {args.strategies}")
+    command = "python run_suite.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run_benchmark(RunRequest(
+        scenario=args.scenario, strategies=strategies, profile=args.profile, out_dir=out, backbone=args.backbone,
+        seed=args.seed, device=args.device, progress=not args.no_progress, report=not args.no_report,
+        command=command.strip(),
+    ))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv or ["run"])
+    from .config import ConfigError
+    from .registry import UnknownNameError
+
+    try:
+        if args.command == "list":
+            return _list()
+        if args.command == "report":
+            from .report import write_report
+
+            print(f"report: {write_report(args.run_dir)}")
+            return 0
+        return _run(args)
+    except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Tables derived from a run's results files only (no model needed): error matrices and the summary."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..metrics.continual import continual_metrics
+
+SUMMARY_COLUMNS = [
+    "scenario", "strategy", "seed", "metric", "avg_error", "learned_error", "bwt", "forgetting", "fwt",
+    "base_error", "base_error_delta", "trainable_params", "stored_params_per_experience", "train_seconds",
+    "eval_seconds", "peak_memory_mb",
+]
+
+
+def error_matrix(rows: pd.DataFrame, names: list[str], n_exp: int) -> pd.DataFrame:
+    """Rows: trained_through -1..n_exp-1; columns: `names` (sets); values: the metric."""
+    m = rows.pivot_table(index="trained_through", columns="eval_on", values="value", aggfunc="first")
+    m = m.reindex(index=range(-1, n_exp), columns=names)
+    return m
+
+
+def row_label(step: int, experiences: list[str]) -> str:
+    return "before training" if step < 0 else f"after {experiences[step]}"
+
+
+def matrices(meta: dict, results: pd.DataFrame, metric: str) -> dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]]:
+    """(strategy, seed) -> (experience matrix, preservation matrix) for `metric`."""
+    exps, base = meta["experiences"], meta["preservation"]
+    out = {}
+    sel = results[results.metric == metric]
+    for (strategy, seed), g in sel.groupby(["strategy", "seed"], sort=False):
+        out[(strategy, int(seed))] = (error_matrix(g, exps, len(exps)), error_matrix(g, base, len(exps)))
+    return out
+
+
+def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
+    metric = meta["metric"]
+    costs = {(s["strategy"], s["seed"]): s for s in meta.get("strategy_runs", [])}
+    records = []
+    for (strategy, seed), (new, base) in matrices(meta, results, metric).items():
+        if new.isna().any().any() or base.isna().any().any():
+            continue  # an unfinished strategy: summarised once its matrix is complete
+        cm = continual_metrics(new.to_numpy(), base.to_numpy() if base.shape[1] else None)
+        cost = costs.get((strategy, seed), {})
+        records.append({
+            "scenario": meta["config"]["scenario"], "strategy": strategy, "seed": seed, "metric": metric,
+            **cm.as_dict(),
+            "base_error": float(np.mean(base.to_numpy()[-1])) if base.shape[1] else float("nan"),
+            "trainable_params": cost.get("trainable_params"),
+            "stored_params_per_experience": cost.get("stored_params_per_experience"),
+            "train_seconds": cost.get("train_seconds"),
+            "eval_seconds": cost.get("eval_seconds"),
+            "peak_memory_mb": cost.get("peak_memory_mb"),
+        })
+    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+
+
+def final_errors(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
+    """Final-row error on every set: index strategy (seed-averaged), columns the sets."""
+    metric, n_exp = meta["metric"], len(meta["experiences"])
+    sel = results[(results.metric == metric) & (results.trained_through == n_exp - 1)]
+    table = sel.pivot_table(index="strategy", columns="eval_on", values="value", aggfunc="mean")
+    return table.reindex(columns=meta["experiences"] + meta["preservation"])

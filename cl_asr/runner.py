@@ -1,0 +1,243 @@
+"""Run a scenario with a list of strategies: the whole experiment, top to bottom.
+
+For each strategy: a fresh copy of the backbone, evaluation of every test and preservation set before
+training (row -1), then for every experience `train(experience)` and evaluation of every set again.
+Each evaluation pass is appended to results.jsonl / predictions.jsonl as soon as it is done, and run.json is
+rewritten after every strategy, so a crash loses at most the strategy in progress. Re-running the same
+command skips strategies already complete in the run directory.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import load_backbone
+from .backbones.window import set_encoder_window, window_feature_extractor
+from .cl.collate import ASRCollator
+from .cl.resources import PeakMemory
+from .cl.template import ASRTemplate, DecodeMemo
+from .env_info import device_info, git_commit, package_versions
+from .methods import get_method, method_config
+from .metrics.text import error_counts
+from .results import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
+from .scenarios import load_scenario_builder, scenario_path
+
+METRIC_NAMES = ("wer", "cer")
+
+
+@dataclass
+class RunRequest:
+    scenario: str
+    strategies: list[str]
+    profile: str
+    out_dir: Path
+    backbone: str | None = None
+    seed: int = 0
+    device: str | None = None
+    progress: bool = True
+    report: bool = True
+    command: str = ""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _log(msg: str) -> None:
+    print(f"[cl_asr {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(f"cannot write to the output directory {out}: {exc.strerror or exc}") from exc
+
+
+def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_through: int):
+    """Decode every test and preservation set; return (result rows, prediction rows, seconds)."""
+    strategy.eval_outputs = {}
+    start = time.perf_counter()
+    strategy.eval(scenario.benchmark.test_stream)
+    strategy.eval(scenario.benchmark.preservation_stream)
+    seconds = time.perf_counter() - start
+    rows, preds = [], []
+    for (stream, _), out in sorted(strategy.eval_outputs.items(), key=lambda kv: (kv[0][0] != "test", kv[0][1])):
+        counts = error_counts(out.refs, out.hyps, out.target.language)
+        for metric in METRIC_NAMES:
+            c = counts[metric]
+            rows.append({
+                "scenario": scenario.name, "strategy": name, "seed": seed, "trained_through": trained_through,
+                "eval_on": out.target.name, "metric": metric, "value": c.rate, "edits": c.edits,
+                "ref_tokens": c.ref_tokens, "n_utts": len(out.refs), "stream": stream,
+                "decode_language": out.target.decode_language, "reused": out.reused,
+            })
+        preds.append({
+            "strategy": name, "seed": seed, "trained_through": trained_through, "eval_on": out.target.name,
+            "stream": stream, "ids": out.ids, "refs": out.refs, "hyps": out.hyps,
+        })
+    return rows, preds, seconds
+
+
+def _completed(rows: list[dict], expected: int) -> tuple[set, set]:
+    """(complete, partial) sets of (strategy, seed) among existing result rows."""
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        counts[(r["strategy"], r["seed"])] = counts.get((r["strategy"], r["seed"]), 0) + 1
+    complete = {k for k, n in counts.items() if n == expected}
+    return complete, set(counts) - complete
+
+
+def run_benchmark(req: RunRequest) -> Path:
+    t_start = time.perf_counter()
+    out = Path(req.out_dir)
+    # Resolve every name before any expensive work, so typos fail in a second.
+    classes = {name: get_method(name) for name in req.strategies}
+    builder = load_scenario_builder(req.scenario)
+    profile = builder.config.profile(req.profile)
+    configs = {name: method_config(name, req.profile, profile.prompt_length) for name in req.strategies}
+    backbone_spec = req.backbone or profile.backbone
+    _check_writable(out)
+
+    device = torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _log(f"loading backbone {backbone_spec} on {device}")
+    backbone = load_backbone(backbone_spec, seed=req.seed)
+    set_encoder_window(backbone.model, profile.encoder_window_seconds)
+    feature_extractor = window_feature_extractor(backbone.feature_extractor, profile.encoder_window_seconds)
+    pristine = backbone.model.to(device).eval()
+
+    _log(f"building scenario {builder.config.name} ({req.profile} profile)")
+    t0 = time.perf_counter()
+    scenario = builder.build(profile, backbone, feature_extractor, progress=req.progress)
+    build_seconds = time.perf_counter() - t0
+    _log(f"decode languages: {scenario.settings.get('decode_language')}")
+    collator = ASRCollator(backbone.tokenizer, feature_extractor, scenario.decode_languages)
+
+    n_exp = len(scenario.benchmark.train_stream)
+    n_sets = len(scenario.benchmark.test_stream) + len(scenario.benchmark.preservation_stream)
+    expected_rows = (n_exp + 1) * n_sets * len(METRIC_NAMES)
+
+    config = {
+        "scenario": builder.config.name,
+        "scenario_file": str(scenario_path(req.scenario)),
+        "scenario_config": dataclasses.asdict(builder.config),
+        "profile": req.profile,
+        "profile_config": dataclasses.asdict(profile),
+        "backbone": backbone_spec,
+        "seed": req.seed,
+        "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
+    }
+    results_path, preds_path, meta_path = out / "results.jsonl", out / "predictions.jsonl", out / "run.json"
+    meta = {"strategy_runs": []}
+    if meta_path.is_file():
+        import json
+
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        old = meta.get("config", {})
+        for key in ("scenario", "profile", "backbone"):
+            if old.get(key) != config[key]:
+                raise ValueError(
+                    f"{out} already holds a run with {key}={old.get(key)!r}, not {config[key]!r}: "
+                    "use another --out directory"
+                )
+    existing = read_jsonl(results_path) if results_path.is_file() else []
+    complete, partial = _completed(existing, expected_rows)
+    if partial:  # a strategy interrupted mid-way is redone from its start: drop its rows
+        keep = [r for r in existing if (r["strategy"], r["seed"]) not in partial]
+        kept_preds = [p for p in (read_jsonl(preds_path) if preds_path.is_file() else [])
+                      if (p["strategy"], p["seed"]) not in partial]
+        write_jsonl_atomic(results_path, keep)
+        write_jsonl_atomic(preds_path, kept_preds)
+        _log(f"redoing interrupted strategies: {sorted(partial)}")
+    meta["strategy_runs"] = [s for s in meta.get("strategy_runs", []) if (s["strategy"], s["seed"]) in complete]
+    meta.update({
+        "config": config,
+        "status": "running",
+        "started": meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_commit(),
+        "packages": package_versions(),
+        "device": device_info(device),
+        "scenario_settings": scenario.settings,
+        "experiences": scenario.experience_names,
+        "preservation": scenario.preservation_names,
+        "metric": scenario.metric,
+        "command": req.command,
+    })
+    write_json_atomic(meta_path, meta)
+
+    memo = DecodeMemo()
+    memo_context = (backbone_spec, profile.encoder_window_seconds)
+    for name in req.strategies:
+        if (name, req.seed) in complete:
+            _log(f"{name} (seed {req.seed}): already complete, skipped")
+            continue
+        _log(f"strategy {name} (seed {req.seed})")
+        seed_everything(req.seed)
+        method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=req.seed)
+        method.setup()
+        strategy = ASRTemplate(
+            method, collator, scenario.target_of,
+            train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,
+            max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
+            seed=req.seed, progress=req.progress,
+        )
+        train_seconds, eval_seconds, trainable = [], 0.0, 0
+        decodes = {"computed": 0, "reused": 0}
+        with PeakMemory(device) as mem:
+            for step in range(-1, n_exp):
+                if step >= 0 and method.trains:
+                    t0 = time.perf_counter()
+                    strategy.train(scenario.benchmark.train_stream[step])
+                    train_seconds.append(time.perf_counter() - t0)
+                    trainable = max(trainable, strategy.last_trainable)
+                rows, preds, secs = _evaluate(strategy, scenario, name, req.seed, step)
+                eval_seconds += secs
+                for o in strategy.eval_outputs.values():
+                    decodes["reused" if o.reused else "computed"] += 1
+                append_jsonl(results_path, rows)
+                append_jsonl(preds_path, preds)
+                summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
+                _log(f"  {name} after {'no training' if step < 0 else scenario.experience_names[step]}: "
+                     f"{scenario.metric} {summary}")
+        meta["strategy_runs"].append({
+            "strategy": name,
+            "seed": req.seed,
+            "description": classes[name].description,
+            "config": dataclasses.asdict(configs[name]),
+            "trainable_params": trainable,
+            "stored_params_per_experience": method.stored_parameters_per_experience(),
+            "backbone_params": sum(p.numel() for p in pristine.parameters()),
+            "train_seconds": round(sum(train_seconds), 2),
+            "train_seconds_per_experience": [round(s, 2) for s in train_seconds],
+            "eval_seconds": round(eval_seconds, 2),
+            "peak_memory_mb": round(mem.peak_mb, 1),
+            "decodes": decodes,
+        })
+        write_json_atomic(meta_path, meta)
+        del strategy, method
+
+    meta["status"] = "complete"
+    meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["timings"] = {"scenario_build_seconds": round(build_seconds, 2),
+                       "total_seconds_this_invocation": round(time.perf_counter() - t_start, 2)}
+    write_json_atomic(meta_path, meta)
+    if req.report:
+        from .report import write_report
+
+        report = write_report(out)
+        _log(f"report: {report}")
+    _log(f"done in {time.perf_counter() - t_start:.0f} s; results in {out}")
+    return out

@@ -1,0 +1,60 @@
+"""Scenarios: YAML files in <repo>/scenarios/ (or any path) built by a registered builder module."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from ..config import REPO_ROOT, ConfigError, from_dict, load_yaml
+from ..registry import UnknownNameError
+from .base import BUILDERS, ProfileConfig, Scenario, ScenarioBuilder, register_builder
+
+SCENARIO_DIR = REPO_ROOT / "scenarios"
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+
+def available_scenarios() -> dict[str, str]:
+    """name -> one-line description, for every YAML in scenarios/."""
+    out = {}
+    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+        try:
+            out[path.stem] = str(load_yaml(path).get("description", "")).strip().splitlines()[0]
+        except (ConfigError, IndexError):
+            out[path.stem] = "(unreadable)"
+    return out
+
+
+def scenario_path(ref: str) -> Path:
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{path}: scenario file not found")
+        return path
+    candidate = SCENARIO_DIR / f"{ref}.yaml"
+    if not candidate.is_file():
+        import difflib
+
+        names = list(available_scenarios())
+        close = difflib.get_close_matches(ref, names, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownNameError(f"unknown scenario {ref!r}.{hint} Valid: {', '.join(names)}.")
+    return candidate
+
+
+def load_scenario_builder(ref: str) -> ScenarioBuilder:
+    path = scenario_path(ref)
+    data = load_yaml(path)
+    builder_name = data.get("builder")
+    if not isinstance(builder_name, str):
+        raise ConfigError(f"{path}: key 'builder' (a string naming the scenario builder) is required")
+    builder_cls = BUILDERS.get(builder_name)
+    return builder_cls(from_dict(builder_cls.config_class, data, str(path)), str(path))
+
+
+__all__ = [
+    "BUILDERS", "ProfileConfig", "Scenario", "ScenarioBuilder", "available_scenarios", "load_scenario_builder",
+    "register_builder", "scenario_path",
+]

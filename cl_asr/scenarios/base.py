@@ -1,0 +1,86 @@
+"""What every scenario shares: run profiles, the built `Scenario` (an Avalanche benchmark plus the identity
+of each experience) and the registry of scenario builders.
+
+A scenario is a YAML file in scenarios/ naming a `builder`; a builder is one module in this package that
+registers itself with `@register_builder(name)` and declares its config dataclass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from ..methods.base import Target
+from ..registry import Registry
+
+BUILDERS: Registry[type["ScenarioBuilder"]] = Registry("scenario builder")
+
+
+def register_builder(name: str):
+    return BUILDERS.register(name)
+
+
+@dataclass
+class ProfileConfig:
+    """Sizes and schedule of one run profile (micro: tests and CI; quick: the default run; full: the paper
+    setting, for a GPU)."""
+
+    backbone: str = field(default="offline:whisper-base", metadata={"help": "backbone spec (see backbones)"})
+    n_train: int = field(default=40, metadata={"help": "training utterances per experience"})
+    n_test: int = field(default=12, metadata={"help": "test utterances per experience and preservation set"})
+    epochs: int = field(default=3, metadata={"help": "training epochs per experience"})
+    batch_size: int = field(default=4, metadata={"help": "training mini-batch size"})
+    eval_batch_size: int = field(default=16, metadata={"help": "decoding batch size"})
+    max_new_tokens: int = field(default=64, metadata={"help": "decoding cap (greedy decoding can loop)"})
+    encoder_window_seconds: float = field(
+        default=30.0, metadata={"help": "encoder input window; below 30 s is a speed setting that costs accuracy"}
+    )
+    lid_utterances: int = field(default=8, metadata={"help": "training utterances used for language ID"})
+    prompt_length: int | None = field(
+        default=None, metadata={"help": "override every prompt method's prompt_length (micro keeps them tiny)"}
+    )
+
+    def __post_init__(self):
+        for name in ("n_train", "n_test", "epochs", "batch_size", "eval_batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Scenario:
+    """A built scenario: Avalanche streams `train`, `test` (one per experience) and `preservation`
+    (sets evaluated throughout to measure what the model keeps), and a Target for each experience."""
+
+    name: str
+    metric: str
+    benchmark: Any  # avalanche CLScenario
+    targets: dict[tuple[str, int], Target]
+    settings: dict  # resolved settings recorded in run.json (decode languages, LID, sizes)
+
+    def target_of(self, experience) -> Target:
+        return self.targets[(experience.origin_stream.name, experience.current_experience)]
+
+    @property
+    def experience_names(self) -> list[str]:
+        return [t.name for (s, _), t in sorted(self.targets.items()) if s == "test"]
+
+    @property
+    def preservation_names(self) -> list[str]:
+        return [t.name for (s, _), t in sorted(self.targets.items()) if s == "preservation"]
+
+    @property
+    def decode_languages(self) -> dict[str, str]:
+        return {t.language: t.decode_language for t in self.targets.values()}
+
+
+class ScenarioBuilder:
+    config_class: ClassVar[type]
+
+    def __init__(self, config, source: str):
+        self.config = config
+        self.source = source
+
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+        raise NotImplementedError
+
+
+Progress = Callable[[str], None]

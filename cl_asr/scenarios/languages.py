@@ -1,0 +1,144 @@
+"""Language expansion (seed 000): teach Whisper languages it never saw, one per experience, while the base
+languages it knows are evaluated throughout as preservation sets.
+
+Data: the project's sentence bank spoken by espeak-ng voices (train and test voices disjoint, train and test
+sentences disjoint). An unseen language has no language token of its own: which token it is decoded (and
+trained) with is a scenario setting shared by every strategy; `auto` picks the candidate with the highest
+mean language-ID probability on that language's training audio (FACTS §3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.utils import AvalancheDataset
+
+from ..backbones.lid import language_probabilities
+from ..backbones.offline import WHISPER_LANGUAGES
+from ..data.corpus import CorpusSpec, synthesize_corpus
+from ..data.text_bank import available_languages, split_sentences
+from ..data.tts import Voice
+from ..methods.base import Target
+from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+
+
+@dataclass
+class VoiceConfig:
+    variant: str = field(default="", metadata={"help": "espeak-ng voice variant (voices/!v), '' = default"})
+    rate: int = field(default=150, metadata={"help": "words per minute"})
+    pitch: int = field(default=50, metadata={"help": "0..100"})
+
+
+@dataclass
+class LanguagesConfig:
+    name: str
+    builder: str
+    description: str
+    base_languages: list[str]
+    experiences: list[str]
+    profiles: dict[str, ProfileConfig]
+    train_voices: list[VoiceConfig]
+    test_voices: list[VoiceConfig]
+    metric: Literal["cer", "wer"] = "cer"
+    decode_language: dict[str, str] = field(default_factory=dict)
+    lid_candidates: list[str] = field(default_factory=lambda: ["en", "de", "es", "fr", "it", "pt", "nl"])
+    test_pool: int = 40
+    silence_seconds: float = 0.3
+
+    def __post_init__(self):
+        banks = set(available_languages())
+        for lang in self.base_languages + self.experiences:
+            if lang not in banks:
+                raise ValueError(f"no sentence bank for language {lang!r} (have: {', '.join(sorted(banks))})")
+        for lang in self.base_languages + self.lid_candidates:
+            if lang not in WHISPER_LANGUAGES:
+                raise ValueError(f"{lang!r} is not a language Whisper knows")
+        overlap = set(self.base_languages) & set(self.experiences)
+        if overlap:
+            raise ValueError(f"languages both base and taught: {sorted(overlap)}")
+        for lang, code in self.decode_language.items():
+            if lang not in self.experiences:
+                raise ValueError(f"decode_language names {lang!r}, which is not an experience")
+            if code != "auto" and code not in WHISPER_LANGUAGES:
+                raise ValueError(f"decode_language.{lang}: {code!r} is neither 'auto' nor a Whisper language")
+        if not self.train_voices or not self.test_voices:
+            raise ValueError("train_voices and test_voices must each name at least one voice")
+
+    def profile(self, name: str) -> ProfileConfig:
+        if name not in self.profiles:
+            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
+
+@register_builder("languages")
+class LanguagesBuilder(ScenarioBuilder):
+    config_class = LanguagesConfig
+
+    def _corpus(self, split: str, lang: str, sentences: list[str], voices: list[VoiceConfig], progress: bool):
+        spec = CorpusSpec(
+            name=f"{self.config.name}/{lang}/{split}",
+            language=lang,
+            sentences=tuple(sentences),
+            voices=tuple(Voice(lang, v.variant, v.rate, v.pitch) for v in voices),
+            silence_seconds=self.config.silence_seconds,
+        )
+        return synthesize_corpus(spec, progress=progress)
+
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+        cfg = self.config
+        train, test, preservation = {}, {}, {}
+        for lang in cfg.experiences + cfg.base_languages:
+            train_pool, test_pool = split_sentences(lang, cfg.test_pool)
+            if profile.n_test > len(test_pool) or profile.n_train > len(train_pool):
+                raise ValueError(
+                    f"profile asks for {profile.n_train} train / {profile.n_test} test utterances of {lang}; "
+                    f"the bank has {len(train_pool)} / {len(test_pool)}"
+                )
+            test_set = self._corpus("test", lang, test_pool[: profile.n_test], cfg.test_voices, progress)
+            if lang in cfg.experiences:
+                train[lang] = self._corpus("train", lang, train_pool[: profile.n_train], cfg.train_voices, progress)
+                test[lang] = test_set
+            else:
+                preservation[lang] = test_set
+
+        decode, lid = {}, {}
+        for lang in cfg.experiences:
+            choice = cfg.decode_language.get(lang, "auto")
+            if choice == "auto":
+                rows = train[lang].select(range(min(profile.lid_utterances, len(train[lang]))))
+                feats = feature_extractor(
+                    [r["audio"]["array"] for r in rows], sampling_rate=16_000, return_tensors="pt"
+                ).input_features
+                probs = language_probabilities(backbone.model, backbone.tokenizer, feats, cfg.lid_candidates)
+                lid[lang] = {k: round(v, 4) for k, v in sorted(probs.items(), key=lambda kv: -kv[1])}
+                choice = max(probs, key=probs.get)
+            decode[lang] = choice
+
+        targets: dict[tuple[str, int], Target] = {}
+        for i, lang in enumerate(cfg.experiences):
+            for stream in ("train", "test"):
+                targets[(stream, i)] = Target(stream, i, lang, lang, decode[lang])
+        for i, lang in enumerate(cfg.base_languages):
+            targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
+
+        benchmark = benchmark_from_datasets(
+            train=[AvalancheDataset([train[lang]]) for lang in cfg.experiences],
+            test=[AvalancheDataset([test[lang]]) for lang in cfg.experiences],
+            preservation=[AvalancheDataset([preservation[lang]]) for lang in cfg.base_languages],
+        )
+        durations = [float(d) for ds in (*train.values(), *test.values(), *preservation.values()) for d in ds["duration"]]
+        settings = {
+            "decode_language": decode,
+            "lid_probabilities": lid,
+            "lid_candidates": cfg.lid_candidates,
+            "utterances": {
+                "train_per_experience": profile.n_train,
+                "test_per_set": profile.n_test,
+                "total": len(durations),
+                "hours": round(sum(durations) / 3600, 4),
+                "max_seconds": round(max(durations), 2),
+            },
+        }
+        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings)
