@@ -189,7 +189,7 @@ def run_benchmark(req: RunRequest) -> Path:
         method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=req.seed)
         method.setup()
         strategy = ASRTemplate(
-            method, collator, scenario.target_of,
+            method=method, collator=collator, target_of=scenario.target_of,
             train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,
             max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
             seed=req.seed, progress=req.progress,

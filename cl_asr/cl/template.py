@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.logging import BaseLogger
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
@@ -28,15 +29,22 @@ from ..methods.base import Method, Target
 from .collate import ASRCollator, with_prefix
 
 
-class _BothLengthsFilter(logging.Filter):
+class _IrrelevantGenerateWarnings(logging.Filter):
     """Every decode here caps max_new_tokens, while Whisper's generate always fills in a max_length too:
-    transformers then warns on every batch that both are set. Drop exactly that message."""
+    transformers then warns on every batch that both are set. Drop exactly that message.
+
+    Two more, each printed once per process, are about Whisper's own generate internals and do not apply:
+    it passes suppress tokens alongside its generation config itself, and our decoder inputs are never
+    padded (every row shares the same prefix), which is what the attention-mask warning guards against."""
+
+    IRRELEVANT = ("seem to have been set", "together with generation-related arguments",
+                  "The attention mask is not set with a batched input")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "seem to have been set" not in record.getMessage()
+        return not any(text in record.getMessage() for text in self.IRRELEVANT)
 
 
-logging.getLogger("transformers.generation.utils").addFilter(_BothLengthsFilter())
+logging.getLogger("transformers.generation.utils").addFilter(_IrrelevantGenerateWarnings())
 
 
 @dataclass
@@ -83,13 +91,17 @@ class _Progress(SupervisedPlugin):
         self.bar.close()
 
 
+class _NoLogger(BaseLogger):
+    """Results are written by the runner, not by Avalanche's loggers (an empty list makes it warn)."""
+
+
 class ASRTemplate(SupervisedTemplate):
     def __init__(
         self,
+        *,
         method: Method,
         collator: ASRCollator,
         target_of: Callable[[object], Target],
-        *,
         train_mb_size: int,
         train_epochs: int,
         eval_mb_size: int,
@@ -123,7 +135,7 @@ class ASRTemplate(SupervisedTemplate):
             eval_mb_size=eval_mb_size,
             device=device,
             plugins=[_Progress(progress), *(plugins or [])],
-            evaluator=EvaluationPlugin(loggers=[]),
+            evaluator=EvaluationPlugin(loggers=[_NoLogger()]),
         )
 
     # -- the current set ---------------------------------------------------------------------------------
