@@ -160,7 +160,9 @@ class ASRTemplate(SupervisedTemplate):
         self.mbatch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.mbatch.items()}
 
     def _before_training_exp(self, **kwargs):
-        self.method.before_experience(self.target)  # first: it may create the parameters to optimise
+        # First: the method may create (and initialise from the data) the parameters to optimise.
+        data = self.experience.dataset
+        self.method.before_experience(self.target, [data[i] for i in range(len(data))])
         super()._before_training_exp(**kwargs)
 
     def _after_training_exp(self, **kwargs):
@@ -188,6 +190,13 @@ class ASRTemplate(SupervisedTemplate):
         cfg = self.method.config
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.last_trainable = sum(p.numel() for p in params)
+        self.scheduler = None
+        if cfg.schedule == "linear":
+            total = max(1, self.train_epochs * len(self.dataloader))
+            warm = max(1, round(cfg.warmup * total))
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm)))
+            )
 
     def forward(self):
         with self.method.route(self.target) as route:
@@ -201,6 +210,8 @@ class ASRTemplate(SupervisedTemplate):
         if self.method.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.method.config.grad_clip)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     # -- evaluation: greedy decoding -------------------------------------------------------------------
     def eval_epoch(self, **kwargs):

@@ -9,7 +9,8 @@
         def trainable_parameters(self): ...
         def stored_parameters_per_experience(self): ...
 
-Optional: `before_experience` / `after_experience` (e.g. create or freeze a prompt set), `route` (which
+Optional: `before_experience(target, rows)` / `after_experience` (e.g. create a prompt set, initialised from
+the experience's rows, or freeze it), `route` (which
 prompt set, if any, serves a given train or test set; what decoder prefix tokens it needs) and
 `state_key` (what determines decoding of a set, so identical decodes are computed once).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator
+from typing import ClassVar, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -41,6 +42,18 @@ class MethodConfig:
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this value (0 = off)"})
+    schedule: Literal["constant", "linear"] = field(
+        default="constant",
+        metadata={"help": "learning-rate schedule within an experience: constant, or linear warm-up then linear "
+                  "decay to zero"},
+    )
+    warmup: float = field(default=0.1, metadata={"help": "share of an experience's steps spent warming up (linear)"})
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
 
 
 @dataclass(frozen=True)
@@ -92,8 +105,8 @@ class Method:
         """Parameters that must be kept for each learned experience (a checkpoint's worth of new state)."""
         return 0
 
-    def before_experience(self, target: Target) -> None:
-        pass
+    def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
+        """Called before training on `target`; `rows` are its training rows (dicts with at least `text`)."""
 
     def after_experience(self, target: Target) -> None:
         pass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,8 @@ from .base import Method, MethodConfig, Route, Target, freeze, register_method
 
 PLACEHOLDER_TOKEN = "<|startoflm|>"  # never produced by Whisper's decoding; only marks prompt positions
 PREV_TOKEN = "<|startofprev|>"
+# Whisper's feature extractor maps digital silence to log10(1e-10) = -10, clamps and rescales: (-10 + 4) / 4.
+SILENCE_LOG_MEL = -1.5
 
 
 class PromptInjector:
@@ -89,6 +91,17 @@ class PromptSet(nn.Module):
 @dataclass
 class SoftPromptConfig(MethodConfig):
     prompt_length: int = field(default=32, metadata={"help": "number of prompt vectors at each place (L)"})
+    init: Literal["transcripts", "vocab"] = field(
+        default="transcripts",
+        metadata={"help": "decoder prompt initialisation: embeddings of the experience's own training "
+                  "transcripts (like a text prompt of the new language), or of random text tokens"},
+    )
+    encoder_init: Literal["silence", "gaussian"] = field(
+        default="silence",
+        metadata={"help": "encoder prompt initialisation: the encoder's own representation of silence (the "
+                  "padding frames it learned to ignore, so an untrained prompt changes almost nothing), or "
+                  "Gaussian noise at the positional embeddings' scale (which wrecks the untrained model)"},
+    )
     mode: Literal["separate", "shared"] = field(
         default="separate",
         metadata={"help": "separate: a new prompt set per experience (the papers' default); shared: one set "
@@ -96,6 +109,7 @@ class SoftPromptConfig(MethodConfig):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.prompt_length < 1:
             raise ValueError(f"prompt_length must be at least 1, got {self.prompt_length}")
 
@@ -119,27 +133,58 @@ class SoftPromptMethod(Method):
     def _key_for_experience(self, index: int) -> str:
         return "shared" if self.config.mode == "shared" else str(index)
 
-    def _new_prompt_set(self, index: int) -> PromptSet:
-        """Decoder prompts start as embeddings of randomly drawn text tokens (Lester et al.'s vocabulary
-        init); encoder prompts as Gaussian noise at the scale of Whisper's encoder positional embeddings."""
+    def _new_prompt_set(self, index: int, texts: Sequence[str]) -> PromptSet:
+        """Decoder prompts start as token embeddings: of the experience's training transcripts (`init:
+        transcripts`; Whisper conditions strongly on <|startofprev|> text, so the prompt starts out as a text
+        prompt in the new language) or of random text tokens (`init: vocab`, Lester et al.). Encoder prompts
+        start as silence frames (`encoder_init: silence`; measured on eo: CER 0.50 untouched, 0.98 with
+        Gaussian prompts before any training) or as Gaussian noise."""
         L = self.config.prompt_length
         g = torch.Generator().manual_seed(self.seed * 1000 + index)
         whisper = self.model.model
         dev = next(self.model.parameters()).device
         enc = dec = None
         if "encoder" in self.places:
-            scale = whisper.encoder.embed_positions.weight.detach().float().std().item()
-            enc = torch.randn(L, whisper.config.d_model, generator=g) * scale
+            if self.config.encoder_init == "silence":
+                enc = self._silence_frames(L)
+            else:
+                scale = whisper.encoder.embed_positions.weight.detach().float().std().item()
+                enc = torch.randn(L, whisper.config.d_model, generator=g) * scale
         if "decoder" in self.places:
-            n_text = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # ids below it are text tokens
-            ids = torch.randint(0, n_text, (L,), generator=g)
+            ids = self._init_token_ids(texts, L, g)
             dec = whisper.decoder.embed_tokens.weight.detach().cpu()[ids].clone().float()
         return PromptSet(enc, dec).to(dev)
 
-    def before_experience(self, target: Target) -> None:
+    @torch.no_grad()
+    def _silence_frames(self, length: int) -> torch.Tensor:
+        """The first encoder layer's input for a window of digital silence, at the window's last positions."""
+        enc = self.model.model.encoder
+        positions = enc.embed_positions.num_embeddings
+        if length > positions:
+            raise ValueError(f"prompt_length {length} exceeds the encoder's {positions} positions")
+        w = enc.conv1.weight
+        mel = torch.full((1, w.shape[1], 2 * positions), SILENCE_LOG_MEL, device=w.device, dtype=w.dtype)
+        x = torch.nn.functional.gelu(enc.conv2(torch.nn.functional.gelu(enc.conv1(mel)))).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight
+        return x[0, -length:].detach().float().cpu().clone()
+
+    def _init_token_ids(self, texts: Sequence[str], length: int, g: torch.Generator) -> torch.Tensor:
+        n_text = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # ids below it are text tokens
+        if self.config.init == "vocab" or not texts:
+            return torch.randint(0, n_text, (length,), generator=g)
+        order = torch.randperm(len(texts), generator=g).tolist()
+        ids: list[int] = []
+        for i in order:
+            ids += self.tokenizer.encode(" " + str(texts[i]).strip(), add_special_tokens=False)
+            if len(ids) >= length:
+                break
+        ids = (ids * (length // max(1, len(ids)) + 1))[:length]  # cycle if the transcripts are short
+        return torch.tensor(ids, dtype=torch.long)
+
+    def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
         key = self._key_for_experience(target.index)
         if key not in self.prompt_sets:
-            self.prompt_sets[key] = self._new_prompt_set(target.index)
+            self.prompt_sets[key] = self._new_prompt_set(target.index, [r["text"] for r in rows])
         self._training_key = key
 
     def after_experience(self, target: Target) -> None:

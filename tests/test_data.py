@@ -1,0 +1,95 @@
+import threading
+
+import numpy as np
+import pytest
+
+from cl_asr.data import corpus as corpus_mod
+from cl_asr.data.corpus import CorpusSpec, synthesize_corpus
+from cl_asr.data.text_bank import available_languages, load_sentences, split_sentences
+from cl_asr.data.tts import SAMPLE_RATE, SynthesisError, Voice, synthesize
+
+LANGUAGES = ["en", "de", "es", "eo", "ia", "ga"]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_synthesis_gives_16khz_speech_in_every_scenario_language(lang):
+    text = load_sentences(lang)[0]
+    audio = synthesize(text, Voice(lang, "m1", 150, 50))
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    seconds = len(audio) / SAMPLE_RATE
+    assert 1.0 < seconds < 10.0, f"{lang}: {seconds:.2f} s for {text!r}"
+    assert np.abs(audio).max() > 0.1  # not silence
+    assert np.abs(audio).max() <= 1.0
+
+
+def test_voices_rate_and_pitch_change_the_audio():
+    text = "The weather is lovely today."
+    base = synthesize(text, Voice("en", "m1", 150, 50))
+    slow = synthesize(text, Voice("en", "m1", 100, 50))
+    other = synthesize(text, Voice("en", "f2", 150, 50))
+    assert len(slow) > 1.2 * len(base)  # a slower rate is longer speech
+    assert not np.array_equal(base[: len(other)], other[: len(base)])
+
+
+def test_synthesis_errors_are_clear():
+    with pytest.raises(SynthesisError, match="no voice 'xx-nonexistent'"):
+        synthesize("hello", Voice("xx-nonexistent"))
+    with pytest.raises(SynthesisError, match="empty text"):
+        synthesize("   ", Voice("en"))
+
+
+def test_concurrent_synthesis_is_safe():
+    # espeak-ng itself crashes on concurrent calls (double free); the module lock must serialise them.
+    results, errors = [], []
+
+    def work(lang):
+        try:
+            for s in load_sentences(lang)[:3]:
+                results.append(len(synthesize(s, Voice(lang))))
+        except Exception as exc:  # noqa: BLE001 - any failure fails the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(lang,)) for lang in LANGUAGES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 3 * len(LANGUAGES) and min(results) > SAMPLE_RATE
+
+
+def test_sentence_bank_has_enough_distinct_sentences_and_disjoint_splits():
+    assert set(LANGUAGES) <= set(available_languages())
+    for lang in LANGUAGES:
+        sentences = load_sentences(lang)
+        assert len(set(sentences)) >= 120, lang
+        assert not any(ch.isdigit() for s in sentences for ch in s), f"{lang}: digits are read inconsistently"
+        train, test = split_sentences(lang, 40)
+        assert len(test) == 40 and len(train) == len(sentences) - 40
+        assert not set(train) & set(test)
+        assert split_sentences(lang, 40) == (train, test)  # fixed, independent of any run seed
+
+
+def test_corpus_is_built_once_then_read_from_cache(isolated_cache, monkeypatch):
+    calls = []
+    real = corpus_mod.synthesize
+
+    def counting(text, voice):
+        calls.append(text)
+        return real(text, voice)
+
+    monkeypatch.setattr(corpus_mod, "synthesize", counting)
+    sentences = tuple(load_sentences("eo")[:3])
+    spec = CorpusSpec("t/eo/train", "eo", sentences, (Voice("eo", "m1"), Voice("eo", "f2")), silence_seconds=0.3)
+    ds = synthesize_corpus(spec, progress=False)
+    assert len(calls) == 3
+    assert set(ds.column_names) >= {"id", "audio", "text", "language", "speaker", "duration"}
+    row = ds[1]
+    assert row["text"] == sentences[1] and row["language"] == "eo" and row["speaker"].startswith("eo+f2")
+    assert row["audio"]["sampling_rate"] == SAMPLE_RATE and row["audio"]["array"].dtype == np.float32
+    assert np.all(row["audio"]["array"][: int(0.3 * SAMPLE_RATE)] == 0)  # leading silence
+    again = synthesize_corpus(spec, progress=False)
+    assert len(calls) == 3, "second build must come from the cache"
+    np.testing.assert_array_equal(again[0]["audio"]["array"], ds[0]["audio"]["array"])
+    other = synthesize_corpus(CorpusSpec("t/eo/train", "eo", sentences[:2], spec.voices), progress=False)
+    assert len(calls) == 5 and len(other) == 2  # a different spec is a different corpus
+    assert len(list((isolated_cache / "corpora").iterdir())) == 2
