@@ -9,7 +9,9 @@ command skips strategies already complete in the run directory.
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
+import gc
 import random
 import time
 from dataclasses import dataclass
@@ -45,6 +47,18 @@ class RunRequest:
     progress: bool = True
     report: bool = True
     command: str = ""
+
+
+def release_memory(device: torch.device) -> None:
+    """Hand freed memory back to the OS between strategies, so that each strategy's peak memory is its own
+    (glibc keeps freed heap pages in the process otherwise, and a later strategy would inherit FFT's)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def seed_everything(seed: int) -> None:
@@ -185,6 +199,7 @@ def run_benchmark(req: RunRequest) -> Path:
             _log(f"{name} (seed {req.seed}): already complete, skipped")
             continue
         _log(f"strategy {name} (seed {req.seed})")
+        release_memory(device)
         seed_everything(req.seed)
         method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=req.seed)
         method.setup()

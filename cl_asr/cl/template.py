@@ -58,17 +58,18 @@ class EvalOutput:
 
 
 class DecodeMemo:
-    """Decodes keyed by everything that determines them; a frozen backbone's outputs are computed once per
-    run however many strategies and rows need them (e.g. base-language sets under prompt methods)."""
+    """Decodes (ids, references, hypotheses) keyed by everything that determines them; a frozen backbone's
+    outputs are computed once per run however many strategies and rows need them (e.g. base-language sets
+    under prompt methods)."""
 
     def __init__(self):
-        self._store: dict[tuple, list[str]] = {}
+        self._store: dict[tuple, tuple[list[str], list[str], list[str]]] = {}
 
-    def get(self, key: tuple) -> list[str] | None:
+    def get(self, key: tuple):
         return self._store.get(key)
 
-    def put(self, key: tuple, hyps: list[str]) -> None:
-        self._store[key] = list(hyps)
+    def put(self, key: tuple, value: tuple[list[str], list[str], list[str]]) -> None:
+        self._store[key] = value
 
 
 class _Progress(SupervisedPlugin):
@@ -216,24 +217,24 @@ class ASRTemplate(SupervisedTemplate):
     # -- evaluation: greedy decoding -------------------------------------------------------------------
     def eval_epoch(self, **kwargs):
         target = self.target
-        dataset = self.experience.dataset
-        rows = [dataset[i] for i in range(len(dataset))]
-        ids, refs = [r["id"] for r in rows], [r["text"] for r in rows]
         key = (*self.memo_context, target.stream, target.index, target.decode_language, self.max_new_tokens,
                self.method.state_key(target))
         start = time.perf_counter()
-        hyps = self.memo.get(key)
-        reused = hyps is not None
-        if hyps is None:
-            hyps = []
+        cached = self.memo.get(key)
+        if cached is None:
+            ids, refs, hyps = [], [], []
             bar = tqdm(self.dataloader, desc=f"decode {self.method.name} {target.stream}/{target.name}",
                        unit="batch", disable=not self.progress, leave=False)
             for self.mbatch in bar:
                 self._unpack_minibatch()
-                hyps.extend(self.decode_batch(target))
-            self.memo.put(key, hyps)
+                ids += self.mbatch["id"]
+                refs += self.mbatch["text"]
+                hyps += self.decode_batch(target)
+            self.memo.put(key, (ids, refs, hyps))
+        else:
+            ids, refs, hyps = cached
         self.eval_outputs[(target.stream, target.index)] = EvalOutput(
-            target, ids, refs, hyps, time.perf_counter() - start, reused
+            target, list(ids), list(refs), list(hyps), time.perf_counter() - start, cached is not None
         )
 
     @torch.inference_mode()

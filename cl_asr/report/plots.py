@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are made on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -56,12 +57,16 @@ def forgetting_bars(summary: pd.DataFrame, path: Path):
 
 def error_vs_params(summary: pd.DataFrame, metric: str, path: Path):
     df = summary.groupby("strategy", as_index=False)[["avg_error", "trainable_params"]].mean()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.scatterplot(df, x="trainable_params", y="avg_error", hue="strategy", s=90, ax=ax)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    sns.scatterplot(df, x="trainable_params", y="avg_error", hue="strategy", s=90, ax=ax, legend=False)
     for _, r in df.iterrows():
-        ax.annotate(r["strategy"], (r["trainable_params"], r["avg_error"]), textcoords="offset points", xytext=(5, 5))
-    ax.set_xscale("symlog", linthresh=1e3)  # zero_shot trains nothing: symlog keeps 0 on the axis
-    ax.set_xlabel("trainable parameters per experience (symlog)")
+        ax.annotate(r["strategy"], (r["trainable_params"], r["avg_error"]), textcoords="offset points", xytext=(6, 4))
+    # zero_shot trains nothing: a symlog axis keeps 0 on it next to millions
+    ax.set_xscale("symlog", linthresh=1e3)
+    top = max(1e4, float(df["trainable_params"].max()))
+    ax.set_xlim(left=-300, right=top * 4)
+    ax.set_xticks([0] + [10.0**k for k in range(3, int(np.ceil(np.log10(top))) + 1)])
+    ax.set_xlabel("trainable parameters per experience (symlog; 0 = none)")
     ax.set_ylabel(f"final average {metric.upper()} on learned experiences")
     ax.set_title("Error against trainable parameters (lower left is better)")
     return _save(fig, path)
