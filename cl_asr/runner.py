@@ -12,6 +12,7 @@ import copy
 import ctypes
 import dataclasses
 import gc
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -157,8 +158,6 @@ def run_benchmark(req: RunRequest) -> Path:
     results_path, preds_path, meta_path = out / "results.jsonl", out / "predictions.jsonl", out / "run.json"
     meta = {"strategy_runs": []}
     if meta_path.is_file():
-        import json
-
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         old = meta.get("config", {})
         for key in ("scenario", "profile", "backbone"):
@@ -177,6 +176,14 @@ def run_benchmark(req: RunRequest) -> Path:
         write_jsonl_atomic(preds_path, kept_preds)
         _log(f"redoing interrupted strategies: {sorted(partial)}")
     meta["strategy_runs"] = [s for s in meta.get("strategy_runs", []) if (s["strategy"], s["seed"]) in complete]
+    for done in meta["strategy_runs"]:  # skipping a finished strategy is only right if nothing changed
+        name = done["strategy"]
+        if name in configs and done["config"] != dataclasses.asdict(configs[name]):
+            raise ValueError(
+                f"{out} holds {name} (seed {done['seed']}) run with config {done['config']}, which differs from "
+                f"the current {dataclasses.asdict(configs[name])}: use another --out directory"
+            )
+    config["strategies"] = {**meta.get("config", {}).get("strategies", {}), **config["strategies"]}
     meta.update({
         "config": config,
         "status": "running",

@@ -140,3 +140,17 @@ def test_rerun_resumes_and_report_regenerates_from_files(micro_run):
     assert rep.returncode == 0 and (out / "report.md").is_file()
     missing = cli("report", str(out / "nope"))
     assert missing.returncode == 2 and "no such run directory" in missing.stderr
+
+
+def test_rerun_refuses_to_skip_a_strategy_whose_config_changed(micro_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(micro_run[0], out)
+    meta = json.loads((out / "run.json").read_text())
+    for run in meta["strategy_runs"]:
+        if run["strategy"] == "spt_decoder":
+            run["config"]["lr"] = 123.0  # as if the baseline file had changed since the run
+    (out / "run.json").write_text(json.dumps(meta))
+    again = cli("run", "--strategies", "spt_decoder", "--profile", "micro", "--out", str(out), "--no-progress")
+    assert again.returncode == 2 and "differs from the current" in again.stderr
