@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,6 @@ class CorpusSpec:
     sentences: tuple[str, ...]
     voices: tuple[Voice, ...]  # utterance i is spoken by voices[i % len(voices)]
     silence_seconds: float = 0.3  # before and after the speech: Whisper drops words that start at sample 0
-    extra: dict = field(default_factory=dict, hash=False)  # recorded in the key (e.g. builder settings)
 
     def key(self) -> str:
         import espeakng_loader

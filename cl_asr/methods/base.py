@@ -92,6 +92,7 @@ class Method:
         self.tokenizer = tokenizer
         self.seed = seed
         self.experiences_trained = 0  # how many experiences have finished training
+        self._hash_cache: dict[tuple, str] = {}
 
     # -- what a strategy defines -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -127,10 +128,15 @@ class Method:
         tensors = self.routed_state(target)
         if tensors is None:
             return "pretrained"
-        h = hashlib.blake2b(digest_size=16)
-        for t in tensors:
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        return h.hexdigest()
+        # Hashing FFT's 72M weights takes ~0.3 s and every set of an evaluation pass asks for it: reuse the
+        # hash until a tensor changes (in-place updates, e.g. optimiser steps, bump a tensor's _version).
+        stamp = tuple((id(t), t._version) for t in tensors)
+        if stamp not in self._hash_cache:
+            h = hashlib.blake2b(digest_size=16)
+            for t in tensors:
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            self._hash_cache = {stamp: h.hexdigest()}  # only the latest state is ever asked for again
+        return self._hash_cache[stamp]
 
     def n_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())

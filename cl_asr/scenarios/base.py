@@ -7,7 +7,7 @@ registers itself with `@register_builder(name)` and declares its config dataclas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from ..methods.base import Target
 from ..registry import Registry
@@ -82,5 +82,3 @@ class ScenarioBuilder:
     def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
         raise NotImplementedError
 
-
-Progress = Callable[[str], None]
