@@ -20,12 +20,19 @@ def _parser() -> argparse.ArgumentParser:
         f"With no command, runs the {DEFAULT_PROFILE!r} profile of {DEFAULT_SCENARIO!r} with "
         f"{DEFAULT_STRATEGIES} into runs/<timestamp>/.",
     )
+    p.add_argument("--methods-from", type=Path, action="append", default=[], metavar="FILE.py",
+                   help="register strategies from your own Python file (repeatable); see README 'Add a strategy'")
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("list", help="list scenarios and strategies, one line each")
+    ls = sub.add_parser("list", help="list scenarios and strategies, one line each")
+    ls.add_argument("what", nargs="?", choices=["scenarios", "strategies"], default=None,
+                    help="only scenarios, or only strategies (with trainable parameters on --backbone)")
+    ls.add_argument("--backbone", default="offline:whisper-base",
+                    help="backbone the trainable-parameter counts are computed on (default offline:whisper-base)")
 
     run = sub.add_parser("run", help="run a scenario with some strategies")
     run.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name (scenarios/*.yaml) or a YAML path")
-    run.add_argument("--strategies", default=DEFAULT_STRATEGIES, help="comma-separated strategy names")
+    run.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+                     help="comma-separated strategy names, or 'all' for every registered strategy")
     run.add_argument("--profile", default=DEFAULT_PROFILE, help="micro | quick | full (as the scenario defines)")
     run.add_argument("--out", type=Path, default=None, help="run directory (default runs/<timestamp>)")
     run.add_argument("--backbone", default=None, help="backbone spec, overriding the profile's "
@@ -40,17 +47,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _list() -> int:
+def _list(args) -> int:
     from .methods import METHODS
     from .scenarios import available_scenarios
 
-    print("Scenarios:")
-    for name, desc in available_scenarios().items():
-        print(f"  {name:<16} {desc}")
-    print("Strategies:")
+    if args.what in (None, "scenarios"):
+        print("Scenarios:")
+        for name, desc in available_scenarios().items():
+            print(f"  {name:<16} {desc}")
+    if args.what == "scenarios":
+        return 0
+    counts: dict[str, str] = {}
+    if args.what == "strategies":  # loading a backbone takes seconds: only when strategies are asked for
+        from .methods.accounting import trainable_counts
+
+        counts = {k: f"{v:>11,}" for k, v in trainable_counts(args.backbone).items()}
+        print(f"Strategies (trainable parameters for one experience on {args.backbone}):")
+    else:
+        print("Strategies:")
     for name in METHODS.names():
-        print(f"  {name:<16} {METHODS.get(name).description}")
+        print(f"  {name:<12} {counts.get(name, ''):>12}  {METHODS.get(name).description}")
     return 0
+
+
+def load_methods_from(paths: list[Path]) -> None:
+    """Import user files so that their @register_method classes join the registry."""
+    import importlib.util
+
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"--methods-from: no such file {path}")
+        spec = importlib.util.spec_from_file_location(f"cl_asr_user_methods.{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
 
 
 def _run(args) -> int:
@@ -58,6 +89,10 @@ def _run(args) -> int:
 
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if strategies == ["all"]:
+        from .methods import METHODS
+
+        strategies = METHODS.names()
     if not strategies:
         raise ValueError("--strategies names no strategy")
     if len(set(strategies)) != len(strategies):
@@ -79,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     from .registry import UnknownNameError
 
     try:
+        load_methods_from(args.methods_from)
         if args.command == "list":
-            return _list()
+            return _list(args)
         if args.command == "report":
             from .report import write_report
 

@@ -84,6 +84,7 @@ def _check_writable(out: Path) -> None:
 
 def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_through: int):
     """Decode every test and preservation set; return (result rows, prediction rows, seconds)."""
+    routing = getattr(strategy.method.config, "eval_routing", None)
     strategy.eval_outputs = {}
     start = time.perf_counter()
     strategy.eval(scenario.benchmark.test_stream)
@@ -99,21 +100,30 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
                 "eval_on": out.target.name, "metric": metric, "value": c.rate, "edits": c.edits,
                 "ref_tokens": c.ref_tokens, "n_utts": len(out.refs), "stream": stream,
                 "decode_language": out.target.decode_language, "reused": out.reused,
+                **({"routing": routing, "routing_accuracy": out.routing_accuracy} if routing else {}),
             })
         preds.append({
             "strategy": name, "seed": seed, "trained_through": trained_through, "eval_on": out.target.name,
             "stream": stream, "ids": out.ids, "refs": out.refs, "hyps": out.hyps,
+            **({"routes": out.routes, "oracle_route": out.oracle_route} if routing else {}),
         })
     return rows, preds, seconds
 
 
-def _completed(rows: list[dict], expected: int) -> tuple[set, set]:
-    """(complete, partial) sets of (strategy, seed) among existing result rows."""
+def _completed(rows: list[dict], expected: dict[str, int]) -> tuple[set, set]:
+    """(complete, partial) sets of (strategy, seed) among existing result rows; `expected` rows per strategy."""
     counts: dict[tuple, int] = {}
     for r in rows:
         counts[(r["strategy"], r["seed"])] = counts.get((r["strategy"], r["seed"]), 0) + 1
-    complete = {k for k, n in counts.items() if n == expected}
-    return complete, set(counts) - complete
+    complete = {k for k, n in counts.items() if n == expected.get(k[0])}
+    # strategies this request does not name are left as they are
+    return complete, {k for k in counts if k[0] in expected} - complete
+
+
+def evaluation_steps(method_cls, n_exp: int) -> list[int]:
+    """Rows of the error matrix a strategy fills: -1 (before training) and after every experience; a joint
+    strategy trains once on everything, so it has the first and the last row only."""
+    return [-1, n_exp - 1] if method_cls.joint else list(range(-1, n_exp))
 
 
 def run_benchmark(req: RunRequest) -> Path:
@@ -143,7 +153,9 @@ def run_benchmark(req: RunRequest) -> Path:
 
     n_exp = len(scenario.benchmark.train_stream)
     n_sets = len(scenario.benchmark.test_stream) + len(scenario.benchmark.preservation_stream)
-    expected_rows = (n_exp + 1) * n_sets * len(METRIC_NAMES)
+    steps = {name: evaluation_steps(classes[name], n_exp) for name in req.strategies}
+    expected_rows = {name: len(steps[name]) * n_sets * len(METRIC_NAMES) for name in req.strategies}
+    base_languages = tuple(t.decode_language for (s, _), t in sorted(scenario.targets.items()) if s == "preservation")
 
     config = {
         "scenario": builder.config.name,
@@ -175,7 +187,7 @@ def run_benchmark(req: RunRequest) -> Path:
         write_jsonl_atomic(results_path, keep)
         write_jsonl_atomic(preds_path, kept_preds)
         _log(f"redoing interrupted strategies: {sorted(partial)}")
-    meta["strategy_runs"] = [s for s in meta.get("strategy_runs", []) if (s["strategy"], s["seed"]) in complete]
+    meta["strategy_runs"] = [s for s in meta.get("strategy_runs", []) if (s["strategy"], s["seed"]) not in partial]
     for done in meta["strategy_runs"]:  # skipping a finished strategy is only right if nothing changed
         name = done["strategy"]
         if name in configs and done["config"] != dataclasses.asdict(configs[name]):
@@ -209,6 +221,7 @@ def run_benchmark(req: RunRequest) -> Path:
         release_memory(device)
         seed_everything(req.seed)
         method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=req.seed)
+        method.base_languages = base_languages
         method.setup()
         strategy = ASRTemplate(
             method=method, collator=collator, target_of=scenario.target_of,
@@ -219,10 +232,11 @@ def run_benchmark(req: RunRequest) -> Path:
         train_seconds, eval_seconds, trainable = [], 0.0, 0
         decodes = {"computed": 0, "reused": 0}
         with PeakMemory(device) as mem:
-            for step in range(-1, n_exp):
+            for step in steps[name]:
                 if step >= 0 and method.trains:
                     t0 = time.perf_counter()
-                    strategy.train(scenario.benchmark.train_stream[step])
+                    strategy.train(scenario.joint_train_experience() if method.joint
+                                   else scenario.benchmark.train_stream[step])
                     train_seconds.append(time.perf_counter() - t0)
                     trainable = max(trainable, strategy.last_trainable)
                 rows, preds, secs = _evaluate(strategy, scenario, name, req.seed, step)
@@ -232,7 +246,8 @@ def run_benchmark(req: RunRequest) -> Path:
                 append_jsonl(results_path, rows)
                 append_jsonl(preds_path, preds)
                 summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
-                _log(f"  {name} after {'no training' if step < 0 else scenario.experience_names[step]}: "
+                after = "all experiences at once" if method.joint else scenario.experience_names[step]
+                _log(f"  {name} after {'no training' if step < 0 else after}: "
                      f"{scenario.metric} {summary}")
         meta["strategy_runs"].append({
             "strategy": name,
@@ -247,6 +262,9 @@ def run_benchmark(req: RunRequest) -> Path:
             "eval_seconds": round(eval_seconds, 2),
             "peak_memory_mb": round(mem.peak_mb, 1),
             "decodes": decodes,
+            "eval_routing": getattr(configs[name], "eval_routing", None),
+            "joint": classes[name].joint,
+            "info": method.info(),
         })
         write_json_atomic(meta_path, meta)
         del strategy, method

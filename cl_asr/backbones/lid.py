@@ -27,3 +27,28 @@ def language_probabilities(model, tokenizer, input_features: torch.Tensor, candi
     logits = model(input_features=feats, decoder_input_ids=decoder_input_ids).logits[:, -1, ids]
     probs = torch.softmax(logits.float(), dim=-1).mean(dim=0).cpu()
     return {code: float(p) for code, p in zip(candidates, probs)}
+
+
+def _language_codes() -> list[str]:
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return list(LANGUAGES)
+
+
+LANGUAGE_CODES: list[str] = _language_codes()  # Whisper's languages, in its own order
+
+
+@torch.inference_mode()
+def language_distribution(model, tokenizer, input_features: torch.Tensor) -> torch.Tensor:
+    """[N, len(LANGUAGE_CODES)] P(language | audio) over all of Whisper's languages, per utterance (CPU, fp32)."""
+    ids = [tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGE_CODES]
+    # Whisper before large-v3 has no <|yue|>: a language the tokenizer lacks gets probability 0.
+    known = torch.tensor([i is not None and i != tokenizer.unk_token_id for i in ids])
+    ids = [i if k else 0 for i, k in zip(ids, known.tolist())]
+    sot = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+    device = next(model.parameters()).device
+    feats = input_features.to(device)
+    decoder_input_ids = torch.full((feats.shape[0], 1), sot, device=device)
+    logits = model(input_features=feats, decoder_input_ids=decoder_input_ids).logits[:, -1, ids].float().cpu()
+    logits[:, ~known] = float("-inf")
+    return torch.softmax(logits, dim=-1)

@@ -55,6 +55,12 @@ class EvalOutput:
     hyps: list[str]
     seconds: float
     reused: bool  # True when an identical decode (same model state, same set) was already computed
+    routes: list[str | None]  # parameter set chosen per utterance (None = plain backbone)
+    oracle_route: str | None  # the set the experience identity picks: routing is right where routes equal it
+
+    @property
+    def routing_accuracy(self) -> float:
+        return sum(r == self.oracle_route for r in self.routes) / max(1, len(self.routes))
 
 
 class DecodeMemo:
@@ -63,12 +69,12 @@ class DecodeMemo:
     under prompt methods)."""
 
     def __init__(self):
-        self._store: dict[tuple, tuple[list[str], list[str], list[str]]] = {}
+        self._store: dict[tuple, tuple] = {}
 
     def get(self, key: tuple):
         return self._store.get(key)
 
-    def put(self, key: tuple, value: tuple[list[str], list[str], list[str]]) -> None:
+    def put(self, key: tuple, value: tuple) -> None:
         self._store[key] = value
 
 
@@ -125,6 +131,7 @@ class ASRTemplate(SupervisedTemplate):
         self.eval_outputs: dict[tuple[str, int], EvalOutput] = {}
         for m in method.extra_modules():
             m.to(device)
+        method.features_of = lambda rows: collator(list(rows))["input_features"]
 
         # The optimiser is rebuilt for every experience (make_optimizer); Avalanche wants one up front.
         placeholder = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
@@ -135,7 +142,7 @@ class ASRTemplate(SupervisedTemplate):
             train_epochs=train_epochs,
             eval_mb_size=eval_mb_size,
             device=device,
-            plugins=[_Progress(progress), *(plugins or [])],
+            plugins=[_Progress(progress), *method.plugins(), *(plugins or [])],
             evaluator=EvaluationPlugin(loggers=[_NoLogger()]),
         )
 
@@ -189,7 +196,7 @@ class ASRTemplate(SupervisedTemplate):
         if not params:
             raise RuntimeError(f"strategy {self.method.name!r} has nothing to train for {self.target.name}")
         cfg = self.method.config
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.method.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.last_trainable = sum(p.numel() for p in params)
         self.scheduler = None
         if cfg.schedule == "linear":
@@ -202,6 +209,7 @@ class ASRTemplate(SupervisedTemplate):
     def forward(self):
         with self.method.route(self.target) as route:
             ids, labels = with_prefix(self.mbatch["decoder_input_ids"], self.mbatch["labels"], route.decoder_prefix)
+            self.mb_decoder_input_ids, self.mb_labels = ids, labels  # for plugins (e.g. LwF's teacher)
             return self.model(input_features=self.mbatch["input_features"], decoder_input_ids=ids, labels=labels)
 
     def criterion(self):
@@ -222,31 +230,43 @@ class ASRTemplate(SupervisedTemplate):
         start = time.perf_counter()
         cached = self.memo.get(key)
         if cached is None:
-            ids, refs, hyps = [], [], []
+            ids, refs, hyps, routes, oracle = [], [], [], [], None
             bar = tqdm(self.dataloader, desc=f"decode {self.method.name} {target.stream}/{target.name}",
                        unit="batch", disable=not self.progress, leave=False)
             for self.mbatch in bar:
                 self._unpack_minibatch()
                 ids += self.mbatch["id"]
                 refs += self.mbatch["text"]
-                hyps += self.decode_batch(target)
-            self.memo.put(key, (ids, refs, hyps))
+                batch_hyps, batch_routes, oracle = self.decode_batch(target)
+                hyps += batch_hyps
+                routes += batch_routes
+            self.memo.put(key, (ids, refs, hyps, routes, oracle))
         else:
-            ids, refs, hyps = cached
+            ids, refs, hyps, routes, oracle = cached
         self.eval_outputs[(target.stream, target.index)] = EvalOutput(
-            target, list(ids), list(refs), list(hyps), time.perf_counter() - start, cached is not None
+            target, list(ids), list(refs), list(hyps), time.perf_counter() - start, cached is not None,
+            list(routes), oracle,
         )
 
     @torch.inference_mode()
-    def decode_batch(self, target: Target) -> list[str]:
+    def decode_batch(self, target: Target) -> tuple[list[str], list[str | None], str | None]:
+        """Greedy decoding of the current batch: (hypotheses, set chosen per row, the oracle's set)."""
         tok = self.method.tokenizer
-        with self.method.route(target) as route:
-            prompt_ids = torch.tensor(route.decoder_prefix, device=self.device) if route.decoder_prefix else None
-            out = self.model.generate(
-                input_features=self.mbatch["input_features"],
-                language=target.decode_language,
-                task="transcribe",
-                max_new_tokens=self.max_new_tokens,
-                prompt_ids=prompt_ids,
-            )
-        return tok.batch_decode(out, skip_special_tokens=True)
+        feats = self.mbatch["input_features"]
+        hyps: list[str] = [""] * feats.shape[0]
+        routes: list[str | None] = [None] * feats.shape[0]
+        oracle = None
+        for group in self.method.route_batch(target, feats):
+            oracle = group.oracle
+            with group.route as route:
+                prompt_ids = torch.tensor(route.decoder_prefix, device=self.device) if route.decoder_prefix else None
+                out = self.model.generate(
+                    input_features=feats[group.rows],
+                    language=target.decode_language,
+                    task="transcribe",
+                    max_new_tokens=self.max_new_tokens,
+                    prompt_ids=prompt_ids,
+                )
+            for row, text, chosen in zip(group.rows, tok.batch_decode(out, skip_special_tokens=True), group.chosen):
+                hyps[row], routes[row] = text, chosen
+        return hyps, routes, oracle

@@ -11,15 +11,19 @@
 
 Optional: `before_experience(target, rows)` / `after_experience` (e.g. create a prompt set, initialised from
 the experience's rows, or freeze it), `route` (which
-prompt set, if any, serves a given train or test set; what decoder prefix tokens it needs) and
-`state_key` (what determines decoding of a set, so identical decodes are computed once).
+prompt set, if any, serves a given train or test set; what decoder prefix tokens it needs),
+`state_key` (what determines decoding of a set, so identical decodes are computed once), `plugins`
+(Avalanche plugins: replay buffers, regularisation penalties) and `info` (facts recorded in run.json).
+
+Methods that keep one parameter set per experience (prompts, LoRA, adapters) derive from `SetRoutedMethod`,
+which chooses the set at evaluation by the experience identity (`oracle`) or by Whisper's language ID (`lid`).
 """
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator, Literal, Sequence
+from typing import Callable, ClassVar, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -85,6 +89,7 @@ class Method:
     description: ClassVar[str] = ""
     config_class: ClassVar[type] = MethodConfig
     trains: ClassVar[bool] = True  # False for zero_shot: the runner skips training entirely
+    joint: ClassVar[bool] = False  # True: trained once on all experiences together (the joint reference)
 
     def __init__(self, config, model: nn.Module, tokenizer, seed: int = 0):
         self.config = config
@@ -93,6 +98,10 @@ class Method:
         self.seed = seed
         self.experiences_trained = 0  # how many experiences have finished training
         self._hash_cache: dict[tuple, str] = {}
+        # Set by the runner / template: the scenario's base languages (Whisper codes) and a function that turns
+        # dataset rows into log-mel features (methods that look at audio before training need it).
+        self.base_languages: tuple[str, ...] = ()
+        self.features_of: Callable[[Sequence[dict]], torch.Tensor] | None = None
 
     # -- what a strategy defines -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -101,6 +110,10 @@ class Method:
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimiser updates during the current experience."""
         return []
+
+    def param_groups(self) -> list[dict]:
+        """Optimiser parameter groups (override to give parts of the model their own learning rate)."""
+        return [{"params": self.trainable_parameters()}]
 
     def stored_parameters_per_experience(self) -> int:
         """Parameters that must be kept for each learned experience (a checkpoint's worth of new state)."""
@@ -116,6 +129,20 @@ class Method:
     def route(self, target: Target) -> Iterator[Route]:
         """Activate whatever serves `target` (e.g. its prompt set) for the duration of the block."""
         yield Route()
+
+    def route_batch(self, target: Target, input_features: torch.Tensor) -> list["RouteGroup"]:
+        """How to decode a batch of `target`: groups of rows, each with its route. One group unless the method
+        routes utterance by utterance (language-ID routing)."""
+        n = input_features.shape[0]
+        return [RouteGroup(list(range(n)), self.route(target), [None] * n, None)]
+
+    def plugins(self) -> list:
+        """Avalanche plugins the method needs during training (replay buffer, EWC penalty, distillation)."""
+        return []
+
+    def info(self) -> dict:
+        """Facts about this run of the method recorded in run.json (e.g. which language LAPT started from)."""
+        return {}
 
     def routed_state(self, target: Target) -> list[torch.Tensor] | None:
         """Tensors that, together with the pretrained backbone, fully determine decoding of `target`;
@@ -144,6 +171,106 @@ class Method:
     def extra_modules(self) -> list[nn.Module]:
         """Modules a method owns outside the backbone (moved to the device with the model)."""
         return []
+
+
+@dataclass
+class RouteGroup:
+    """Rows of a batch decoded together under `route`; `chosen` / `oracle` are the parameter-set keys picked
+    for each row and the one the experience identity would pick (None = no set: the plain backbone)."""
+
+    rows: list[int]
+    route: AbstractContextManager
+    chosen: list[str | None]
+    oracle: str | None
+
+
+EvalRouting = Literal["oracle", "lid"]
+
+
+class SetRoutedMethod(Method):
+    """A method with one parameter set per experience (or one shared set), chosen at evaluation by the
+    experience identity (`eval_routing: oracle`) or, task-agnostically, by Whisper's language ID (`lid`).
+
+    LID routing: each learned experience keeps its language-ID profile, the frozen model's mean probability
+    over Whisper's languages on its training audio; a base language's profile is its one-hot vector. An
+    utterance goes to the candidate whose profile is closest (cosine) to its own language-ID distribution;
+    a base language means 'no set'. Subclasses define `set_key`, `activate` and `_set_exists`.
+    """
+
+    def __init__(self, config, model, tokenizer, seed: int = 0):
+        super().__init__(config, model, tokenizer, seed)
+        self.lid_profiles: dict[int, torch.Tensor] = {}  # experience index -> mean LID distribution
+
+    # -- what subclasses define ----------------------------------------------------------------------------
+    def set_key(self, index: int) -> str:
+        return "shared" if getattr(self.config, "mode", "separate") == "shared" else str(index)
+
+    def activate(self, key: str | None) -> AbstractContextManager[Route]:
+        raise NotImplementedError
+
+    def _set_exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    # -- oracle routing -----------------------------------------------------------------------------------
+    def oracle_key(self, target: Target) -> str | None:
+        if not target.is_experience:
+            return None  # preservation (base-language) sets are decoded by the plain backbone
+        key = self.set_key(target.index)
+        if target.stream == "train":
+            return key
+        learned = target.index < self.experiences_trained or self.set_key(0) == "shared"
+        return key if learned and self._set_exists(key) else None
+
+    def route(self, target: Target):
+        return self.activate(self.oracle_key(target))
+
+    # -- language-ID routing ------------------------------------------------------------------------------
+    def record_lid_profile(self, index: int, rows: Sequence[dict]) -> None:
+        if getattr(self.config, "eval_routing", "oracle") == "lid" and rows and self.features_of is not None:
+            self.lid_profiles[index] = self.language_distribution(rows).mean(dim=0)
+
+    def language_distribution(self, rows_or_features) -> torch.Tensor:
+        """[N, n_languages] language-ID probabilities of the plain backbone (no set active)."""
+        from ..backbones.lid import language_distribution
+
+        feats = rows_or_features
+        if not torch.is_tensor(feats):
+            feats = self.features_of(list(rows_or_features)[: self.lid_rows])
+        with self.activate(None):
+            return language_distribution(self.model, self.tokenizer, feats)
+
+    lid_rows: ClassVar[int] = 8  # training utterances a language-ID profile averages over
+
+    def lid_candidates(self) -> list[tuple[str | None, torch.Tensor]]:
+        from ..backbones.lid import LANGUAGE_CODES
+
+        out: list[tuple[str | None, torch.Tensor]] = []
+        for code in self.base_languages:
+            onehot = torch.zeros(len(LANGUAGE_CODES))
+            onehot[LANGUAGE_CODES.index(code)] = 1.0
+            out.append((None, onehot))
+        for index, profile in sorted(self.lid_profiles.items()):
+            if index < self.experiences_trained:
+                out.append((self.set_key(index), profile))
+        return out
+
+    def route_batch(self, target: Target, input_features: torch.Tensor) -> list[RouteGroup]:
+        oracle = self.oracle_key(target)
+        n = input_features.shape[0]
+        if target.stream == "train" or getattr(self.config, "eval_routing", "oracle") == "oracle":
+            return [RouteGroup(list(range(n)), self.activate(oracle), [oracle] * n, oracle)]
+        candidates = self.lid_candidates()
+        if not candidates:
+            raise RuntimeError(f"{self.name}: eval_routing 'lid' needs base languages or learned experiences")
+        probs = self.language_distribution(input_features).cpu()
+        profiles = torch.stack([p for _, p in candidates])
+        scores = torch.nn.functional.normalize(probs, dim=-1) @ torch.nn.functional.normalize(profiles, dim=-1).T
+        chosen = [candidates[i][0] for i in scores.argmax(dim=-1).tolist()]
+        groups = []
+        for key in dict.fromkeys(chosen):  # first-seen order, deterministic
+            rows = [i for i, k in enumerate(chosen) if k == key]
+            groups.append(RouteGroup(rows, self.activate(key), [key] * len(rows), oracle))
+        return groups
 
 
 def freeze(model: nn.Module) -> None:

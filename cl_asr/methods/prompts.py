@@ -1,14 +1,23 @@
-"""Soft prompts for Whisper, injected with hooks so that `generate(input_features=...)` keeps working.
+"""The soft-prompt family for Whisper, injected with hooks so that `generate(input_features=...)` keeps working.
 
-peft's PromptTuning does not support Whisper (FACTS §4), so this module does it in two small hooks:
-- encoder: a forward pre-hook on the first encoder layer prepends L_enc prompt vectors to the sequence
-  (after the convolutions and positional embeddings), so every encoder layer and the decoder's
-  cross-attention see them; the audio frames are untouched.
-- decoder: the decoder input becomes <|startofprev|> P_1..P_L <|startoftranscript|> <|lang|> ... where each
-  P_i is a placeholder token whose embedding a forward hook on `embed_tokens` replaces by a prompt vector.
-  `generate` accepts that prefix as `prompt_ids`, and with the KV cache later steps never see a
-  placeholder again, so decoding is unchanged otherwise (TS-Whisper places its prompts the same way).
+peft's PromptTuning does not support Whisper (FACTS §4), so prompts go in through hooks at *sites*:
+- `input`: L*2 learned log-mel frames prepended to the input features (the window's last L*2 frames, padding
+  for utterances shorter than the window, drop out); the convolutions turn them into L encoder positions.
+- `encoder.k`: at the input of encoder layer k. At the first encoder site L vectors are prepended to the
+  sequence (after the convolutions and positional embeddings); at later sites (deep prompts) those L
+  positions are overwritten by the layer's own prompt, as in P-tuning v2. The decoder's cross-attention
+  sees the L prompt positions too.
+- `decoder.0`: the decoder input becomes <|startofprev|> P_1..P_L <|startoftranscript|> <|lang|> ..., each P_i a
+  placeholder token whose embedding a hook on `embed_tokens` replaces by a prompt vector; `generate` takes the
+  prefix as `prompt_ids`, and with the KV cache later steps never see a placeholder again.
+- `decoder.k` (k >= 1): the hidden states at the placeholder positions are overwritten at the input of
+  decoder layer k (deep prompts).
 Base-language sets are decoded with no prompt at all: the hooks are no-ops while nothing is active.
+
+One engine serves every variant; a registered strategy is a preset of `SoftPromptConfig`:
+sites (encoder_layers / decoder_layers / input_frames), residual reparameterisation (ResPT) and language
+conditioning (LPT). Reparameterised or language-conditioned prompts are folded into plain prompts after
+their experience, so what is stored per experience is always L x d per site.
 """
 from __future__ import annotations
 
@@ -19,7 +28,7 @@ from typing import ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
-from .base import Method, MethodConfig, Route, Target, freeze, register_method
+from .base import EvalRouting, MethodConfig, Route, SetRoutedMethod, Target, freeze, register_method
 
 PLACEHOLDER_TOKEN = "<|startoflm|>"  # never produced by Whisper's decoding; only marks prompt positions
 PREV_TOKEN = "<|startofprev|>"
@@ -27,137 +36,308 @@ PREV_TOKEN = "<|startofprev|>"
 SILENCE_LOG_MEL = -1.5
 
 
-class PromptInjector:
-    """Installs the two hooks; `encoder_prompt` / `decoder_prompt` ([L, d] or [B, L, d]) are what they inject."""
+def parse_layers(spec: str, n_layers: int, field_name: str) -> list[int]:
+    """'none' | 'first' | 'all' | 'last:K' | '0,3,5' -> sorted layer indices."""
+    spec = str(spec).strip()
+    if spec == "none":
+        return []
+    if spec == "first":
+        return [0]
+    if spec == "all":
+        return list(range(n_layers))
+    try:
+        if spec.startswith("last:"):
+            k = int(spec[5:])
+            if not 1 <= k <= n_layers:
+                raise ValueError
+            return list(range(n_layers - k, n_layers))
+        layers = sorted({int(x) for x in spec.split(",")})
+    except ValueError:
+        raise ValueError(
+            f"{field_name}: {spec!r} is not one of none, first, all, last:K (1..{n_layers}) or a list like 0,3,5"
+        ) from None
+    if layers[0] < 0 or layers[-1] >= n_layers:
+        raise ValueError(f"{field_name}: layers {layers} outside 0..{n_layers - 1}")
+    return layers
 
-    def __init__(self, model: nn.Module, tokenizer):
+
+class PromptInjector:
+    """Installs the hooks for a list of sites; `active` maps a site to its prompt ([L, d] or [B, L, d])."""
+
+    def __init__(self, model: nn.Module, tokenizer, sites: Sequence[str]):
         self.placeholder_id = tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKEN)
         self.prev_id = tokenizer.convert_tokens_to_ids(PREV_TOKEN)
-        self.encoder_prompt: torch.Tensor | None = None
-        self.decoder_prompt: torch.Tensor | None = None
+        self.sites = list(sites)
+        self.active: dict[str, torch.Tensor] | None = None
+        self._decoder_mask: torch.Tensor | None = None
         whisper = model.model
-        self._handles = [
-            whisper.encoder.layers[0].register_forward_pre_hook(self._prepend_encoder, with_kwargs=True),
-            whisper.decoder.embed_tokens.register_forward_hook(self._overwrite_placeholders),
-        ]
+        enc_layers = sorted(int(s.split(".")[1]) for s in self.sites if s.startswith("encoder."))
+        dec_layers = sorted(int(s.split(".")[1]) for s in self.sites if s.startswith("decoder."))
+        self.has_decoder = bool(dec_layers)
+        self._handles = []
+        if "input" in self.sites:
+            self._handles.append(whisper.encoder.register_forward_pre_hook(self._prepend_frames, with_kwargs=True))
+        for k in enc_layers:
+            hook = self._make_encoder_hook(f"encoder.{k}", prepend=(k == enc_layers[0]))
+            self._handles.append(whisper.encoder.layers[k].register_forward_pre_hook(hook, with_kwargs=True))
+        if dec_layers:
+            self._handles.append(whisper.decoder.embed_tokens.register_forward_hook(self._embed_hook))
+        for k in dec_layers:
+            if k > 0:
+                hook = self._make_decoder_hook(f"decoder.{k}")
+                self._handles.append(whisper.decoder.layers[k].register_forward_pre_hook(hook, with_kwargs=True))
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
 
-    def decoder_prefix(self) -> list[int]:
-        if self.decoder_prompt is None:
+    def decoder_prefix(self, length: int) -> list[int]:
+        if not self.has_decoder or self.active is None:
             return []
-        return [self.prev_id] + [self.placeholder_id] * self.decoder_prompt.shape[-2]
+        return [self.prev_id] + [self.placeholder_id] * length
+
+    def _get(self, site: str) -> torch.Tensor | None:
+        return None if self.active is None else self.active.get(site)
 
     @staticmethod
     def _batched(prompt: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
         prompt = prompt.to(device=like.device, dtype=like.dtype)
         return prompt.unsqueeze(0).expand(batch, -1, -1) if prompt.dim() == 2 else prompt
 
-    def _prepend_encoder(self, module, args, kwargs):
-        if self.encoder_prompt is None:
+    def _prepend_frames(self, module, args, kwargs):
+        prompt = self._get("input")
+        if prompt is None:
             return None
-        hidden = args[0]
-        prompt = self._batched(self.encoder_prompt, hidden.shape[0], hidden)
-        return (torch.cat([prompt, hidden], dim=1), *args[1:]), kwargs
+        feats = args[0] if args else kwargs["input_features"]
+        frames = self._batched(prompt, feats.shape[0], feats).transpose(1, 2)  # [B, n_mels, 2L]
+        shifted = torch.cat([frames, feats[..., : feats.shape[-1] - frames.shape[-1]]], dim=-1)
+        if args:
+            return (shifted, *args[1:]), kwargs
+        return args, {**kwargs, "input_features": shifted}
 
-    def _overwrite_placeholders(self, module, args, output):
-        if self.decoder_prompt is None:
+    def _make_encoder_hook(self, site: str, prepend: bool):
+        def hook(module, args, kwargs):
+            prompt = self._get(site)
+            if prompt is None:
+                return None
+            hidden = args[0]
+            p = self._batched(prompt, hidden.shape[0], hidden)
+            if prepend:
+                hidden = torch.cat([p, hidden], dim=1)
+            else:
+                hidden = torch.cat([p, hidden[:, p.shape[1]:]], dim=1)
+            return (hidden, *args[1:]), kwargs
+
+        return hook
+
+    def _embed_hook(self, module, args, output):
+        if self.active is None:
+            self._decoder_mask = None
             return None
         mask = args[0] == self.placeholder_id
         if not bool(mask.any()):
-            return None  # a cached decoding step: the prompt is already in the KV cache
-        length = self.decoder_prompt.shape[-2]
+            self._decoder_mask = None  # a cached decoding step: the prompt is already in the KV cache
+            return None
+        self._decoder_mask = mask
+        prompt = self._get("decoder.0")
+        return None if prompt is None else self._scatter(output, mask, prompt)
+
+    def _make_decoder_hook(self, site: str):
+        def hook(module, args, kwargs):
+            prompt, mask = self._get(site), self._decoder_mask
+            if prompt is None or mask is None:
+                return None
+            return (self._scatter(args[0], mask, prompt), *args[1:]), kwargs
+
+        return hook
+
+    def _scatter(self, hidden: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        length = prompt.shape[-2]
         counts = mask.sum(dim=1)
         if bool((counts != length).any()):
-            raise RuntimeError(
-                f"decoder prompt of length {length}, but rows carry {counts.tolist()} placeholder tokens"
-            )
-        prompt = self._batched(self.decoder_prompt, output.shape[0], output)
+            raise RuntimeError(f"decoder prompt of length {length}, but rows carry {counts.tolist()} placeholders")
+        p = self._batched(prompt, hidden.shape[0], hidden)
         # masked_scatter fills the True positions row by row, in order: row b gets prompt[b, 0..L-1].
-        return output.masked_scatter(mask.unsqueeze(-1), prompt)
+        return hidden.masked_scatter(mask.unsqueeze(-1), p)
+
+
+class ResidualMLP(nn.Module):
+    """x + up(relu(down(x))) (ResPT, Razdaibiedina et al. 2023); `up` starts at zero, so the reparameterised
+    prompt starts exactly at its initialisation."""
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.down, self.up = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(torch.relu(self.down(x)))
 
 
 class PromptSet(nn.Module):
-    """One set of soft prompts: encoder [L_enc, d_enc] and/or decoder [L_dec, d_dec] vectors."""
+    """The prompts of one experience (or of all, in shared mode): a raw [L, d] matrix per site, optionally
+    reparameterised through residual MLPs and shifted by a language-conditioned vector."""
 
-    def __init__(self, encoder: torch.Tensor | None, decoder: torch.Tensor | None):
+    def __init__(self, raw: dict[str, torch.Tensor], reparameterization: str = "none", reparam_hidden: int = 0,
+                 language: torch.Tensor | None = None, language_hidden: int = 0):
         super().__init__()
-        self.encoder = nn.Parameter(encoder) if encoder is not None else None
-        self.decoder = nn.Parameter(decoder) if decoder is not None else None
+        self.raw = nn.ParameterDict({site.replace(".", "_"): nn.Parameter(t) for site, t in raw.items()})
+        self.sites = list(raw)
+        self.mlps = nn.ModuleDict()
+        if reparameterization == "per_site":
+            for site, t in raw.items():
+                self.mlps[site.replace(".", "_")] = ResidualMLP(t.shape[-1], reparam_hidden)
+        elif reparameterization == "shared":
+            dims = {t.shape[-1] for t in raw.values()}
+            if len(dims) != 1:
+                raise ValueError(f"reparameterization 'shared' needs one prompt width at every site, got {dims}")
+            self.mlps["shared"] = ResidualMLP(dims.pop(), reparam_hidden)
+        self.language = nn.Parameter(language) if language is not None else None
+        self.language_mlps = nn.ModuleDict()
+        if language is not None:  # LPT: a language encoder per site turns the language embedding into a shift
+            for site, t in raw.items():
+                mlp = nn.Sequential(nn.Linear(language.shape[-1], language_hidden), nn.Tanh(),
+                                    nn.Linear(language_hidden, t.shape[-1]))
+                nn.init.zeros_(mlp[2].weight)
+                nn.init.zeros_(mlp[2].bias)
+                self.language_mlps[site.replace(".", "_")] = mlp
+
+    def materialise(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for site in self.sites:
+            key = site.replace(".", "_")
+            p = self.raw[key]
+            if key in self.mlps or "shared" in self.mlps:
+                p = self.mlps[key if key in self.mlps else "shared"](p)
+            if self.language is not None:
+                p = p + self.language_mlps[key](self.language)
+            out[site] = p
+        return out
+
+    def folded(self) -> "PromptSet":
+        """Plain prompts equal to what this set produces (after training, the MLPs are no longer needed)."""
+        with torch.no_grad():
+            return PromptSet({s: t.detach().clone() for s, t in self.materialise().items()})
+
+    def stored_size(self) -> int:
+        return sum(p.numel() for p in self.raw.values())
 
 
 @dataclass
 class SoftPromptConfig(MethodConfig):
-    prompt_length: int = field(default=32, metadata={"help": "number of prompt vectors at each place (L)"})
+    prompt_length: int = field(default=32, metadata={"help": "number of prompt vectors at each site (L)"})
+    input_frames: bool = field(
+        default=False, metadata={"help": "learn L*2 log-mel frames prepended to the encoder input (vanilla SPT)"})
+    encoder_layers: str = field(
+        default="none",
+        metadata={"help": "encoder layers whose input gets prompts: none, first (Entire SPT), all (deep), "
+                  "last:K (seed 002's last encoder layers) or a list like 0,3,5"})
+    decoder_layers: str = field(default="none", metadata={"help": "decoder layers with prompts, same syntax"})
+    reparameterization: Literal["none", "shared", "per_site"] = field(
+        default="none",
+        metadata={"help": "ResPT: produce each prompt through a residual MLP, one MLP shared by all sites or one "
+                  "per site (seed 003: the shared MLP hurt); folded into plain prompts after the experience"})
+    reparam_hidden: int = field(default=128, metadata={"help": "hidden width of the ResPT MLP"})
+    language_conditioning: bool = field(
+        default=False,
+        metadata={"help": "LPT: a language embedding (initialised from Whisper's embedding of the language "
+                  "token the experience is decoded with) passes through a small per-site language encoder "
+                  "whose output is added to every prompt vector"})
+    language_hidden: int = field(default=64, metadata={"help": "hidden width of the LPT language encoder"})
     init: Literal["transcripts", "vocab"] = field(
         default="transcripts",
         metadata={"help": "decoder prompt initialisation: embeddings of the experience's own training "
-                  "transcripts (like a text prompt of the new language), or of random text tokens"},
-    )
+                  "transcripts (like a text prompt of the new language), or of random text tokens"})
     encoder_init: Literal["silence", "gaussian"] = field(
         default="silence",
         metadata={"help": "encoder prompt initialisation: the encoder's own representation of silence (the "
                   "padding frames it learned to ignore, so an untrained prompt changes almost nothing), or "
-                  "Gaussian noise at the positional embeddings' scale (which wrecks the untrained model)"},
-    )
+                  "Gaussian noise at the positional embeddings' scale (which wrecks the untrained model)"})
     mode: Literal["separate", "shared"] = field(
         default="separate",
         metadata={"help": "separate: a new prompt set per experience (the papers' default); shared: one set "
-                  "trained through all experiences"},
-    )
+                  "trained through all experiences"})
+    eval_routing: EvalRouting = field(
+        default="oracle",
+        metadata={"help": "which prompt set decodes a test utterance: the experience's own (oracle) or the one "
+                  "Whisper's language ID points to (lid, task-agnostic)"})
 
     def __post_init__(self):
         super().__post_init__()
         if self.prompt_length < 1:
             raise ValueError(f"prompt_length must be at least 1, got {self.prompt_length}")
+        if not self.input_frames and self.encoder_layers == "none" and self.decoder_layers == "none":
+            raise ValueError("a prompt method needs at least one site: input_frames, encoder_layers or decoder_layers")
 
 
-class SoftPromptMethod(Method):
-    """Frozen backbone + soft prompts at `places`; prompt sets chosen by the experience's identity (oracle)."""
+class SoftPromptMethod(SetRoutedMethod):
+    """Frozen backbone + prompt sets at the configured sites; a set chosen per experience (oracle or LID)."""
 
     config_class = SoftPromptConfig
-    places: ClassVar[tuple[str, ...]] = ()
+    freezes_backbone: ClassVar[bool] = True
 
     def setup(self) -> None:
-        freeze(self.model)
-        self.injector = PromptInjector(self.model, self.tokenizer)
+        if self.freezes_backbone:
+            freeze(self.model)
+        cfg, wcfg = self.config, self.model.model.config
+        self.sites = (["input"] if cfg.input_frames else []) + \
+            [f"encoder.{k}" for k in parse_layers(cfg.encoder_layers, wcfg.encoder_layers, "encoder_layers")] + \
+            [f"decoder.{k}" for k in parse_layers(cfg.decoder_layers, wcfg.decoder_layers, "decoder_layers")]
+        self.injector = PromptInjector(self.model, self.tokenizer, self.sites)
         self.prompt_sets = nn.ModuleDict()
         self._training_key: str | None = None
 
     def extra_modules(self):
         return [self.prompt_sets]
 
-    # -- prompt sets -----------------------------------------------------------------------------------
-    def _key_for_experience(self, index: int) -> str:
-        return "shared" if self.config.mode == "shared" else str(index)
+    def site_width(self, site: str) -> int:
+        return self.model.model.config.num_mel_bins if site == "input" else self.model.model.config.d_model
 
-    def _new_prompt_set(self, index: int, texts: Sequence[str]) -> PromptSet:
+    def site_rows(self, site: str) -> int:
+        return 2 * self.config.prompt_length if site == "input" else self.config.prompt_length
+
+    # -- prompt sets -----------------------------------------------------------------------------------
+    def _new_prompt_set(self, target: Target, texts: Sequence[str]) -> PromptSet:
         """Decoder prompts start as token embeddings: of the experience's training transcripts (`init:
         transcripts`; Whisper conditions strongly on <|startofprev|> text, so the prompt starts out as a text
         prompt in the new language) or of random text tokens (`init: vocab`, Lester et al.). Encoder prompts
-        start as silence frames (`encoder_init: silence`; measured on eo: CER 0.50 untouched, 0.98 with
-        Gaussian prompts before any training) or as Gaussian noise."""
-        L = self.config.prompt_length
-        g = torch.Generator().manual_seed(self.seed * 1000 + index)
+        start as silence (`encoder_init: silence`; measured on eo: CER 0.50 untouched, 0.98 with Gaussian
+        prompts before any training) or as Gaussian noise; input frames start as silent log-mel frames."""
+        cfg, L = self.config, self.config.prompt_length
+        g = torch.Generator().manual_seed(self.seed * 1000 + target.index)
         whisper = self.model.model
         dev = next(self.model.parameters()).device
-        enc = dec = None
-        if "encoder" in self.places:
-            if self.config.encoder_init == "silence":
-                enc = self._silence_frames(L)
+        raw: dict[str, torch.Tensor] = {}
+        silence = None
+        for site in self.sites:
+            if site == "input":
+                raw[site] = torch.full((2 * L, self.site_width(site)), SILENCE_LOG_MEL)
+            elif site.startswith("encoder."):
+                if cfg.encoder_init == "silence":
+                    if silence is None:
+                        silence = self._silence_hidden(L, max(int(s.split(".")[1]) for s in self.sites
+                                                              if s.startswith("encoder.")))
+                    raw[site] = silence[int(site.split(".")[1])].clone()
+                else:
+                    scale = whisper.encoder.embed_positions.weight.detach().float().std().item()
+                    raw[site] = torch.randn(L, whisper.config.d_model, generator=g) * scale
             else:
-                scale = whisper.encoder.embed_positions.weight.detach().float().std().item()
-                enc = torch.randn(L, whisper.config.d_model, generator=g) * scale
-        if "decoder" in self.places:
-            ids = self._init_token_ids(texts, L, g)
-            dec = whisper.decoder.embed_tokens.weight.detach().cpu()[ids].clone().float()
-        return PromptSet(enc, dec).to(dev)
+                k = int(site.split(".")[1])
+                ids = self._init_token_ids(texts, L, g)
+                emb = whisper.decoder.embed_tokens.weight.detach().cpu()[ids].clone().float()
+                # deeper decoder sites start from the frozen decoder's own hidden states for those tokens
+                raw[site] = emb if k == 0 else self._decoder_hidden(ids, k)
+        language = None
+        if cfg.language_conditioning:
+            tok = self.tokenizer.convert_tokens_to_ids(f"<|{target.decode_language}|>")
+            language = whisper.decoder.embed_tokens.weight.detach().cpu()[tok].clone().float()
+        return PromptSet(raw, cfg.reparameterization, cfg.reparam_hidden, language, cfg.language_hidden).to(dev)
 
     @torch.no_grad()
-    def _silence_frames(self, length: int) -> torch.Tensor:
-        """The first encoder layer's input for a window of digital silence, at the window's last positions."""
+    def _silence_hidden(self, length: int, last_layer: int) -> list[torch.Tensor]:
+        """Input of encoder layers 0..last_layer for a window of digital silence, at the window's last positions
+        (so an untrained encoder prompt looks like the padding the encoder learned to ignore)."""
         enc = self.model.model.encoder
         positions = enc.embed_positions.num_embeddings
         if length > positions:
@@ -166,7 +346,20 @@ class SoftPromptMethod(Method):
         mel = torch.full((1, w.shape[1], 2 * positions), SILENCE_LOG_MEL, device=w.device, dtype=w.dtype)
         x = torch.nn.functional.gelu(enc.conv2(torch.nn.functional.gelu(enc.conv1(mel)))).permute(0, 2, 1)
         x = x + enc.embed_positions.weight
-        return x[0, -length:].detach().float().cpu().clone()
+        out = []
+        for k in range(last_layer + 1):
+            out.append(x[0, -length:].detach().float().cpu().clone())
+            if k < last_layer:
+                x = enc.layers[k](x, attention_mask=None)
+                x = x[0] if isinstance(x, tuple) else x
+        return out
+
+    @torch.no_grad()
+    def _decoder_hidden(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
+        dec = self.model.model.decoder
+        dev = dec.embed_tokens.weight.device
+        out = dec(input_ids=ids.unsqueeze(0).to(dev), output_hidden_states=True, use_cache=False)
+        return out.hidden_states[layer][0].detach().float().cpu().clone()
 
     def _init_token_ids(self, texts: Sequence[str], length: int, g: torch.Generator) -> torch.Tensor:
         n_text = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")  # ids below it are text tokens
@@ -182,12 +375,16 @@ class SoftPromptMethod(Method):
         return torch.tensor(ids, dtype=torch.long)
 
     def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
-        key = self._key_for_experience(target.index)
+        key = self.set_key(target.index)
         if key not in self.prompt_sets:
-            self.prompt_sets[key] = self._new_prompt_set(target.index, [r["text"] for r in rows])
+            self.prompt_sets[key] = self._new_prompt_set(target, [r["text"] for r in rows])
         self._training_key = key
+        self.record_lid_profile(target.index, rows)
 
     def after_experience(self, target: Target) -> None:
+        key = self._training_key
+        if self.config.mode == "separate" and key is not None:
+            self.prompt_sets[key] = self.prompt_sets[key].folded()  # MLPs done: keep only L x d per site
         self._training_key = None
 
     def trainable_parameters(self):
@@ -196,41 +393,121 @@ class SoftPromptMethod(Method):
         return list(self.prompt_sets[self._training_key].parameters())
 
     def stored_parameters_per_experience(self) -> int:
-        d = self.model.model.config.d_model
-        return self.config.prompt_length * d * len(self.places)
+        if self.config.mode == "shared" and self.prompt_sets:
+            # the shared set (with its MLPs, if any) is what a checkpoint after each experience must hold
+            return sum(p.numel() for p in self.prompt_sets["shared"].parameters())
+        return sum(self.site_rows(s) * self.site_width(s) for s in self.sites)
 
     # -- routing ---------------------------------------------------------------------------------------
-    def _prompt_set_for(self, target: Target) -> PromptSet | None:
-        if not target.is_experience:
-            return None  # preservation (base-language) sets are decoded without any prompt
-        key = self._key_for_experience(target.index)
-        if target.stream == "train":
-            return self.prompt_sets[key] if key == self._training_key else None
-        learned = target.index < self.experiences_trained or self.config.mode == "shared"
-        return self.prompt_sets[key] if learned and key in self.prompt_sets else None
+    def _set_exists(self, key: str) -> bool:
+        return key in self.prompt_sets
 
     @contextmanager
-    def route(self, target: Target):
-        ps = self._prompt_set_for(target)
-        self.injector.encoder_prompt = ps.encoder if ps is not None else None
-        self.injector.decoder_prompt = ps.decoder if ps is not None else None
+    def activate(self, key: str | None):
+        ps = self.prompt_sets[key] if key is not None else None
+        self.injector.active = ps.materialise() if ps is not None else None
         try:
-            yield Route(decoder_prefix=self.injector.decoder_prefix())
+            yield Route(decoder_prefix=self.injector.decoder_prefix(self.config.prompt_length))
         finally:
-            self.injector.encoder_prompt = self.injector.decoder_prompt = None
+            self.injector.active = None
 
     def routed_state(self, target: Target):
-        ps = self._prompt_set_for(target)
-        return None if ps is None else [p for p in ps.parameters()]
+        if self.config.eval_routing == "lid" and target.stream != "train":
+            # any set may serve any utterance: all of them (and the LID profiles) determine the decode
+            return [p for p in self.prompt_sets.parameters()] + list(self.lid_profiles.values()) or None
+        key = self.oracle_key(target)
+        return None if key is None else [p for p in self.prompt_sets[key].parameters()]
+
+
+# -- the registered variants: presets of SoftPromptConfig -------------------------------------------------
+def _preset(name: str, base: type = SoftPromptConfig, **defaults):
+    """A config subclass whose defaults are a variant's (so `list`, run.json and YAML show the right ones)."""
+    fields = {k: field(default=v, metadata=base.__dataclass_fields__[k].metadata) for k, v in defaults.items()}
+    annotations = {k: base.__dataclass_fields__[k].type for k in defaults}
+    return dataclass(type(name, (base,), {"__annotations__": annotations, **fields}))
+
+
+@register_method("spt_input")
+class InputSoftPrompt(SoftPromptMethod):
+    description = "vanilla SPT: learned log-mel frames before the audio at the encoder input (seed 001), frozen backbone"
+    config_class = _preset("InputPromptConfig", input_frames=True)
+
+
+@register_method("spt_encoder")
+class EncoderSoftPrompt(SoftPromptMethod):
+    description = "soft prompts at the encoder's first layer only (Encoder SPT, seed 000), frozen backbone"
+    config_class = _preset("EncoderPromptConfig", encoder_layers="first")
 
 
 @register_method("spt_decoder")
 class DecoderSoftPrompt(SoftPromptMethod):
-    description = "soft prompts in the decoder only (Decoder SPT), frozen backbone"
-    places = ("decoder",)
+    description = "soft prompts in the decoder only (Decoder SPT, seed 000), frozen backbone"
+    config_class = _preset("DecoderPromptConfig", decoder_layers="first")
 
 
 @register_method("spt_entire")
 class EntireSoftPrompt(SoftPromptMethod):
     description = "soft prompts in encoder and decoder (Entire SPT, seed 000), frozen backbone"
-    places = ("encoder", "decoder")
+    config_class = _preset("EntirePromptConfig", encoder_layers="first", decoder_layers="first")
+
+
+@register_method("dpt")
+class DeepPrompt(SoftPromptMethod):
+    description = "deep prompts at the input of every encoder and decoder layer (DPT, seeds 001-003), frozen backbone"
+    config_class = _preset("DeepPromptConfig", encoder_layers="all", decoder_layers="all")
+
+
+@register_method("respt")
+class ResidualPrompt(SoftPromptMethod):
+    description = "Entire SPT with prompts reparameterised by per-site residual MLPs (ResPT, seeds 001/003)"
+    config_class = _preset("ResidualPromptConfig", encoder_layers="first", decoder_layers="first",
+                           reparameterization="per_site")
+
+
+@register_method("lpt")
+class LanguagePrompt(SoftPromptMethod):
+    description = "Entire SPT conditioned on the language identity through a language encoder (LPT, seed 001)"
+    config_class = _preset("LanguagePromptConfig", encoder_layers="first", decoder_layers="first",
+                           language_conditioning=True)
+
+
+@register_method("spt4asr")
+class SPT4ASR(SoftPromptMethod):
+    description = "deep prompts + residual reparameterisation + language prompts combined (SPT4ASR, seed 001)"
+    config_class = _preset("SPT4ASRConfig", encoder_layers="all", decoder_layers="all", reparameterization="per_site",
+                           language_conditioning=True)
+
+
+@register_method("fft_spt")
+class FullFineTuningWithPrompts(SoftPromptMethod):
+    description = "full fine-tuning plus Entire soft prompts per experience (FFT+SPT, seed 001's whole-model SPT)"
+    config_class = dataclass(type("FFTPromptConfig", (_preset("_FFTPromptBase", encoder_layers="first",
+                                                               decoder_layers="first"),), {
+        "__annotations__": {"backbone_lr": "float"},
+        "backbone_lr": field(default=3e-5, metadata={"help": "learning rate of the backbone weights (`lr` is the "
+                                                             "prompts')"})}))
+    freezes_backbone = False
+
+    def param_groups(self):
+        if self._training_key is None:
+            return []
+        prompts = list(self.prompt_sets[self._training_key].parameters())
+        backbone = [p for p in self.model.parameters() if p.requires_grad]
+        return [{"params": prompts}, {"params": backbone, "lr": self.config.backbone_lr}]
+
+    def setup(self) -> None:
+        super().setup()
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not name.endswith("encoder.embed_positions.weight"))  # fixed sinusoids
+
+    def trainable_parameters(self):
+        backbone = [p for p in self.model.parameters() if p.requires_grad]
+        return backbone + super().trainable_parameters() if self._training_key is not None else []
+
+    def stored_parameters_per_experience(self) -> int:
+        return sum(p.numel() for p in self.model.parameters()) + super().stored_parameters_per_experience()
+
+    def routed_state(self, target: Target):
+        if self.experiences_trained == 0:
+            return super().routed_state(target)
+        return list(self.model.parameters()) + (super().routed_state(target) or [])

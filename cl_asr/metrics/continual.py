@@ -11,8 +11,11 @@ Conventions (stated once, used everywhere, repeated in every report):
                   against zero-shot: how much earlier experiences helped before j was trained)
   - base_error_delta = mean_b (B[T-1][b] - B[-1][b]) on the preservation sets (lower is better;
                   positive = the base languages got worse than zero-shot)
-bwt follows CL-MASR (speechbrain benchmarks) for error rates; forgetting follows Chaudhry et al.'s
-"best earlier minus final" adapted to errors; fwt follows GEM with zero-shot as the reference.
+  - intransigence = mean_j (R[j][j] - J[j]) where J is the joint model's final error (lower is better;
+                  positive = each experience was learned worse than training on everything at once would)
+bwt follows CL-MASR (speechbrain benchmarks) for error rates; forgetting and intransigence follow Chaudhry et
+al. (2018) adapted to errors; fwt follows GEM with zero-shot as the reference. A joint model has only the
+rows before and after training: its avg_error and base_error_delta are defined, the other metrics are not (NaN).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ HIGHER_IS_BETTER = {
     "forgetting": False,
     "fwt": True,
     "base_error_delta": False,
+    "intransigence": False,
 }
 
 SIGN_CONVENTION = (
@@ -36,7 +40,9 @@ SIGN_CONVENTION = (
     "(positive = later training helped, negative = forgetting); forgetting = mean(R[final][j] - best earlier "
     "R[i][j]) (positive = knowledge lost); fwt = mean(R[-1][j] - R[j-1][j]) (positive = earlier experiences "
     "helped before j was trained); base_error_delta = final minus zero-shot error on the base-language "
-    "preservation sets (positive = base languages got worse). Arrows mark the better direction."
+    "preservation sets (positive = base languages got worse); intransigence = mean(R[j][j] - joint's final "
+    "error on j) (positive = learned worse than joint training on everything at once). Arrows mark the "
+    "better direction."
 )
 
 
@@ -48,6 +54,7 @@ class ContinualMetrics:
     forgetting: float
     fwt: float
     base_error_delta: float
+    intransigence: float = float("nan")
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -64,11 +71,33 @@ def _check_matrix(matrix: np.ndarray, name: str) -> np.ndarray:
     return m
 
 
-def continual_metrics(new: np.ndarray, base: np.ndarray | None = None) -> ContinualMetrics:
+def _base_delta(base: np.ndarray | None, rows: int) -> float:
+    if base is None or not np.asarray(base).size:
+        return 0.0
+    b = np.asarray(base, dtype=float)
+    if b.shape[0] != rows:
+        raise ValueError(f"base matrix has {b.shape[0]} rows, experience matrix {rows}")
+    if np.isnan(b[[0, -1]]).any():
+        raise ValueError("base matrix has missing cells (NaN)")
+    return float(np.mean(b[-1] - b[0]))
+
+
+def joint_metrics(new: np.ndarray, base: np.ndarray | None = None) -> ContinualMetrics:
+    """Metrics of a joint model: only the first (before training) and last rows exist."""
+    m = np.asarray(new, dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] + 1 or np.isnan(m[[0, -1]]).any():
+        raise ValueError(f"joint matrix needs complete first and last rows, got shape {m.shape}")
+    nan = float("nan")
+    return ContinualMetrics(float(np.mean(m[-1])), nan, nan, nan, nan, _base_delta(base, m.shape[0]))
+
+
+def continual_metrics(new: np.ndarray, base: np.ndarray | None = None,
+                      joint_final: np.ndarray | None = None) -> ContinualMetrics:
     """Compute the metrics above.
 
     new:  (T+1) x T matrix; new[0] is the row before training (R[-1]), new[i+1][j] = R[i][j].
     base: (T+1) x B matrix of the preservation sets, same row layout (or None / zero columns).
+    joint_final: the joint model's final error per experience (T values), for intransigence.
     """
     m = _check_matrix(new, "experience matrix")
     T = m.shape[1]
@@ -84,13 +113,13 @@ def continual_metrics(new: np.ndarray, base: np.ndarray | None = None) -> Contin
         fwt = float(np.mean([R(-1, j) - R(j - 1, j) for j in range(1, T)]))
     else:
         bwt = forgetting = fwt = 0.0
-    if base is not None and np.asarray(base).size:
-        b = np.asarray(base, dtype=float)
-        if b.shape[0] != m.shape[0]:
-            raise ValueError(f"base matrix has {b.shape[0]} rows, experience matrix {m.shape[0]}")
-        if np.isnan(b).any():
-            raise ValueError("base matrix has missing cells (NaN)")
-        base_error_delta = float(np.mean(b[-1] - b[0]))
-    else:
-        base_error_delta = 0.0
-    return ContinualMetrics(avg_error, learned_error, bwt, forgetting, fwt, base_error_delta)
+    if base is not None and np.isnan(np.asarray(base, dtype=float)).any():
+        raise ValueError("base matrix has missing cells (NaN)")
+    base_error_delta = _base_delta(base, m.shape[0])
+    intransigence = float("nan")
+    if joint_final is not None:
+        j = np.asarray(joint_final, dtype=float)
+        if j.shape != (T,):
+            raise ValueError(f"joint_final must hold {T} values, got shape {j.shape}")
+        intransigence = float(np.mean([R(k, k) - j[k] for k in range(T)]))
+    return ContinualMetrics(avg_error, learned_error, bwt, forgetting, fwt, base_error_delta, intransigence)

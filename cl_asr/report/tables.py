@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics.continual import continual_metrics
+from ..metrics.continual import continual_metrics, joint_metrics
 
 SUMMARY_COLUMNS = [
     "scenario", "strategy", "seed", "metric", "avg_error", "learned_error", "bwt", "forgetting", "fwt",
-    "base_error", "base_error_delta", "trainable_params", "stored_params_per_experience", "train_seconds",
-    "eval_seconds", "peak_memory_mb",
+    "base_error", "base_error_delta", "intransigence", "routing", "routing_accuracy", "trainable_params",
+    "stored_params_per_experience", "train_seconds", "eval_seconds", "peak_memory_mb",
 ]
 
 
@@ -37,16 +37,33 @@ def matrices(meta: dict, results: pd.DataFrame, metric: str) -> dict[tuple[str, 
 def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
     metric = meta["metric"]
     costs = {(s["strategy"], s["seed"]): s for s in meta.get("strategy_runs", [])}
+    mats = matrices(meta, results, metric)
+    joint = {k: v for k, v in mats.items() if costs.get(k, {}).get("joint")}
     records = []
-    for (strategy, seed), (new, base) in matrices(meta, results, metric).items():
-        if new.isna().any().any() or base.isna().any().any():
-            continue  # an unfinished strategy: summarised once its matrix is complete
-        cm = continual_metrics(new.to_numpy(), base.to_numpy() if base.shape[1] else None)
+    for (strategy, seed), (new, base) in mats.items():
         cost = costs.get((strategy, seed), {})
+        b = base.to_numpy() if base.shape[1] else None
+        ends = [0, len(new) - 1]  # a joint model fills only the first and last rows
+        complete = new.iloc[ends if cost.get("joint") else slice(None)].notna().all().all() and \
+            base.iloc[ends if cost.get("joint") else slice(None)].notna().all().all()
+        if not complete:
+            continue  # an unfinished strategy: summarised once its matrix is complete
+        if cost.get("joint"):
+            cm = joint_metrics(new.to_numpy(), b)
+        else:
+            ref = joint.get(("joint", seed)) or next(iter(joint.values()), None)  # same seed where there is one
+            cm = continual_metrics(new.to_numpy(), b, None if ref is None else ref[0].to_numpy()[-1])
+        sel = results[(results.strategy == strategy) & (results.seed == seed) & (results.metric == metric)
+                      & (results.stream == "test") & (results.trained_through == results.trained_through.max())]
+        routing = cost.get("eval_routing")
         records.append({
             "scenario": meta["config"]["scenario"], "strategy": strategy, "seed": seed, "metric": metric,
             **cm.as_dict(),
             "base_error": float(np.mean(base.to_numpy()[-1])) if base.shape[1] else float("nan"),
+            "routing": routing or "",
+            # share of final-row test utterances sent to their own experience's parameters
+            "routing_accuracy": float(sel["routing_accuracy"].mean()) if routing and "routing_accuracy" in sel
+            else float("nan"),
             "trainable_params": cost.get("trainable_params"),
             "stored_params_per_experience": cost.get("stored_params_per_experience"),
             "train_seconds": cost.get("train_seconds"),

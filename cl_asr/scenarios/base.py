@@ -59,6 +59,18 @@ class Scenario:
     def target_of(self, experience) -> Target:
         return self.targets[(experience.origin_stream.name, experience.current_experience)]
 
+    def joint_train_experience(self):
+        """One training experience holding every experience's training set (for the joint reference). It is
+        experience 0 of a 'train' stream, so the method sees the first experience's target; rows keep their
+        own language, which is what the collator decodes them with."""
+        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+
+        datasets = [e.dataset for e in self.benchmark.train_stream]
+        joint = datasets[0]
+        for d in datasets[1:]:
+            joint = joint.concat(d)
+        return benchmark_from_datasets(train=[joint]).train_stream[0]
+
     @property
     def experience_names(self) -> list[str]:
         return [t.name for (s, _), t in sorted(self.targets.items()) if s == "test"]
