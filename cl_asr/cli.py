@@ -13,6 +13,12 @@ DEFAULT_STRATEGIES = "zero_shot,fft,spt_decoder,spt_entire"
 DEFAULT_PROFILE = "quick"
 
 
+def _methods_from(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods-from", type=Path, action="append", default=[], metavar="FILE.py",
+                        help="register strategies from your own Python file (repeatable); see README, "
+                        "'Add a strategy'")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_suite.py",
@@ -20,14 +26,13 @@ def _parser() -> argparse.ArgumentParser:
         f"With no command, runs the {DEFAULT_PROFILE!r} profile of {DEFAULT_SCENARIO!r} with "
         f"{DEFAULT_STRATEGIES} into runs/<timestamp>/.",
     )
-    p.add_argument("--methods-from", type=Path, action="append", default=[], metavar="FILE.py",
-                   help="register strategies from your own Python file (repeatable); see README 'Add a strategy'")
     sub = p.add_subparsers(dest="command")
     ls = sub.add_parser("list", help="list scenarios and strategies, one line each")
     ls.add_argument("what", nargs="?", choices=["scenarios", "strategies"], default=None,
                     help="only scenarios, or only strategies (with trainable parameters on --backbone)")
     ls.add_argument("--backbone", default="offline:whisper-base",
                     help="backbone the trainable-parameter counts are computed on (default offline:whisper-base)")
+    _methods_from(ls)
 
     run = sub.add_parser("run", help="run a scenario with some strategies")
     run.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name (scenarios/*.yaml) or a YAML path")
@@ -41,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    _methods_from(run)
 
     rep = sub.add_parser("report", help="(re)write summary.csv, report.md, report.html and plots/ of a run")
     rep.add_argument("run_dir", type=Path)
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from .registry import UnknownNameError
 
     try:
-        load_methods_from(args.methods_from)
+        load_methods_from(getattr(args, "methods_from", []))
         if args.command == "list":
             return _list(args)
         if args.command == "report":

@@ -11,8 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cl_asr.methods import METHODS
+
 REPO = Path(__file__).resolve().parent.parent
-STRATEGIES = ["zero_shot", "fft", "spt_decoder", "spt_entire"]
+STRATEGIES = METHODS.names()  # the micro run below runs every registered strategy (`--strategies all`)
+FULL = {"fft", "fft_spt", "replay", "ewc", "lwf", "joint"}  # strategies that train the backbone itself
+FROZEN = [s for s in STRATEGIES if s not in FULL and s != "zero_shot"]
 
 
 def cli(*args, cwd=REPO):
@@ -28,6 +32,15 @@ def test_help_and_list_name_the_scenario_and_strategies():
     lines = listing.stdout.splitlines()
     for name in ["languages", *STRATEGIES]:
         assert any(line.strip().startswith(name + " ") for line in lines), name
+    counted = cli("list", "strategies", "--backbone", "tiny:random")
+    assert counted.returncode == 0, counted.stderr
+    rows = {line.split()[0]: line.split()[1] for line in counted.stdout.splitlines()[1:]}
+    required = ["zero_shot", "fft", "fft_spt", "lora", "adapter", "spt_input", "spt_encoder", "spt_decoder",
+                "spt_entire", "dpt", "respt", "lpt", "spt4asr", "lapt", "replay", "ewc", "lwf", "joint"]
+    assert set(required) <= set(rows)
+    assert rows["zero_shot"] == "0"
+    assert rows["spt_entire"] == f"{32 * 2 * 64:,}"  # L 32 (baselines/spt_entire.yaml) x (d_enc + d_dec)
+    assert "languages" not in counted.stdout  # `list strategies` lists strategies only
 
 
 def test_unknown_names_fail_fast_with_suggestions(tmp_path):
@@ -43,7 +56,7 @@ def test_unknown_names_fail_fast_with_suggestions(tmp_path):
 @pytest.fixture(scope="module")
 def micro_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("micro") / "run"
-    proc = cli("run", "--scenario", "languages", "--strategies", ",".join(STRATEGIES), "--profile", "micro",
+    proc = cli("run", "--scenario", "languages", "--strategies", "all", "--profile", "micro",
                "--out", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
@@ -59,8 +72,9 @@ def test_micro_run_writes_a_complete_error_matrix(micro_run):
     fields = {"scenario", "strategy", "seed", "trained_through", "eval_on", "metric", "value", "edits",
               "ref_tokens", "n_utts"}
     assert fields <= set(df.columns)
-    # 4 strategies x 4 rows (before training + 3 experiences) x 6 sets x 2 metrics
-    assert len(df) == 4 * 4 * 6 * 2
+    # every strategy x 4 rows (before training + 3 experiences) x 6 sets x 2 metrics; joint: 2 rows
+    assert len(df) == (len(STRATEGIES) - 1) * 4 * 6 * 2 + 2 * 6 * 2
+    assert sorted(set(df[df.strategy == "joint"].trained_through)) == [-1, 2]
     assert not df.duplicated(["strategy", "seed", "trained_through", "eval_on", "metric"]).any()
     assert set(df.eval_on) == {"eo", "ia", "ga", "en", "de", "es"}
     assert ((df.value - df.edits / df.ref_tokens).abs() < 1e-12).all()
@@ -74,7 +88,7 @@ def test_frozen_models_keep_the_zero_shot_error_where_they_should(micro_run):
     for step in range(-1, 3):  # zero-shot never changes
         for s in ["eo", "ia", "ga", "en", "de", "es"]:
             assert zs[(step, s)] == zs[(-1, s)]
-    for name in ["spt_decoder", "spt_entire"]:
+    for name in FROZEN:
         for step in range(-1, 3):
             for s in ["en", "de", "es"]:  # base sets are decoded without a prompt
                 assert cer[(name, step, s)] == zs[(-1, s)]
@@ -110,6 +124,12 @@ def test_summary_and_report_files(micro_run):
     assert sorted(summary.strategy) == sorted(STRATEGIES)
     zs = summary.set_index("strategy").loc["zero_shot"]
     assert zs.bwt == 0 and zs.forgetting == 0 and zs.fwt == 0 and zs.base_error_delta == 0
+    by = summary.set_index("strategy")
+    assert (by.loc[FROZEN, "base_error_delta"] == 0).all()
+    assert by.loc[FROZEN, "routing"].eq("oracle").all() and by.loc[FROZEN, "routing_accuracy"].eq(1.0).all()
+    joint = by.loc["joint"]  # the joint reference: final error defined, the sequential metrics not
+    assert joint.avg_error >= 0 and pd.isna(joint.forgetting) and pd.isna(joint.intransigence)
+    assert by.drop(index="joint").intransigence.notna().all()
 
     md = (out / "report.md").read_text()
     assert "How to read this report" in md and "positive = base languages got worse" in md
@@ -154,3 +174,38 @@ def test_rerun_refuses_to_skip_a_strategy_whose_config_changed(micro_run, tmp_pa
     (out / "run.json").write_text(json.dumps(meta))
     again = cli("run", "--strategies", "spt_decoder", "--profile", "micro", "--out", str(out), "--no-progress")
     assert again.returncode == 2 and "differs from the current" in again.stderr
+
+
+def _readme_example() -> tuple[str, list[str]]:
+    """The Python file and the commands of README's 'Add a strategy' section, exactly as printed there."""
+    section = (REPO / "README.md").read_text().split("## Add a strategy", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    return code, commands
+
+
+def test_the_readme_add_a_strategy_example_runs_a_micro_benchmark(tmp_path):
+    code, commands = _readme_example()
+    assert 20 <= len(code.splitlines()) <= 40  # "about 30 lines"
+    (tmp_path / "my_methods.py").write_text(code)
+    listing, run = [c.split()[2:] for c in commands]  # drop "python run_suite.py"
+    listed = cli(*listing, "--backbone", "tiny:random", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    line = next(row for row in listed.stdout.splitlines() if row.strip().startswith("bitfit "))
+    from cl_asr.backbones import load_backbone
+
+    model = load_backbone("tiny:random").model
+    n_bias = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias"))
+    assert int(line.split()[1].replace(",", "")) == n_bias
+    done = cli(*run, "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    summary = pd.read_csv(tmp_path / "runs" / "bitfit" / "summary.csv")
+    assert sorted(summary.strategy) == ["bitfit", "zero_shot"]
+    meta = json.loads((tmp_path / "runs" / "bitfit" / "run.json").read_text())
+    bitfit = next(r for r in meta["strategy_runs"] if r["strategy"] == "bitfit")
+    assert bitfit["trainable_params"] == n_bias and bitfit["description"].startswith("BitFit")
+
+
+def test_methods_from_a_missing_file_is_a_clear_error(tmp_path):
+    bad = cli("list", "--methods-from", str(tmp_path / "nope.py"))
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr

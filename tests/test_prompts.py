@@ -114,13 +114,13 @@ def test_decoder_prompts_start_from_the_experiences_transcripts(tiny, tiny_model
     method.before_experience(TRAIN0, rows)
     emb = tiny_model.model.decoder.embed_tokens.weight
     tokens = {tuple(tiny.tokenizer.encode(" " + r["text"], add_special_tokens=False)[:6]) for r in rows}
-    prompt = method.prompt_sets["0"].decoder.detach()
+    prompt = method.prompt_sets["0"].raw["decoder_0"].detach()
     matches = [torch.equal(prompt, emb[list(t)]) for t in tokens]
     assert any(matches), "the prompt should begin as the embeddings of one training transcript's tokens"
 
     vocab = make("spt_decoder", copy.deepcopy(tiny_model), tiny.tokenizer, L=6, init="vocab")
     vocab.before_experience(TRAIN0, rows)
-    assert not torch.equal(vocab.prompt_sets["0"].decoder.detach(), prompt)
+    assert not torch.equal(vocab.prompt_sets["0"].raw["decoder_0"].detach(), prompt)
 
 
 def test_encoder_prompts_start_as_the_encoders_own_silence_frames(tiny, tiny_model):
@@ -135,4 +135,4 @@ def test_encoder_prompts_start_as_the_encoders_own_silence_frames(tiny, tiny_mod
     handle.remove()
     method = make("spt_entire", tiny_model, tiny.tokenizer, L=4)
     method.before_experience(TRAIN0)
-    assert torch.allclose(method.prompt_sets["0"].encoder.detach(), seen["x"][0, -4:], atol=1e-6)
+    assert torch.allclose(method.prompt_sets["0"].raw["encoder_0"].detach(), seen["x"][0, -4:], atol=1e-6)

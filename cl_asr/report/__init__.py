@@ -99,6 +99,18 @@ def write_report(run_dir: Path) -> Path:
         blocks += [Block("h3", f"{strategy} (seed {seed})"), Block("table", m),
                    Block("img", path.relative_to(run_dir).as_posix(), f"error matrix {strategy}")]
 
+    from .claims import check_claims, load_claims
+
+    verdicts = check_claims(table, load_claims())
+    n_seeds = table.seed.nunique()
+    blocks += [Block("h2", "The papers' claims on this run"),
+               Block("p", f"Each claim from `baselines/references.yaml` checked against this run's summary "
+                          f"(mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}). "
+                          + ("One seed and no significance test: a verdict decided by a few hundredths is "
+                             "within noise." if n_seeds == 1 else "")),
+               Block("table", pd.DataFrame([{"claim": v.text, "verdict": v.verdict, "figures": v.figures,
+                                             "source": v.source} for v in verdicts]))]
+
     forget = plots.forgetting_bars(table, plot_dir / "forgetting.png")
     pareto = plots.error_vs_params(table, metric, plot_dir / "error_vs_params.png")
     blocks += [Block("h2", "Forgetting and transfer"), Block("img", forget.relative_to(run_dir).as_posix(), "forgetting"),
