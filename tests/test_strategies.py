@@ -231,3 +231,27 @@ def test_user_config_overrides_are_checked(tiny):
     with pytest.raises(ValueError, match="at least one site"):
         make("spt_entire", copy.deepcopy(tiny.model), tiny.tokenizer, encoder_layers="none",
              decoder_layers="none").config.__post_init__()
+
+
+PROMPT_METHODS = ["spt_input", "spt_encoder", "spt_decoder", "spt_entire", "dpt", "respt", "lpt", "spt4asr", "lapt",
+                  "fft_spt"]
+
+
+@pytest.mark.parametrize("name", PROMPT_METHODS + ["lora", "adapter"])
+def test_separate_and_shared_modes(tiny, name):
+    """separate: a new parameter set per experience, earlier ones untouched; shared: one set for all."""
+    train1, test1 = Target("train", 1, "ia", "ia", "es"), Target("test", 1, "ia", "ia", "es")
+    for mode in ("separate", "shared"):
+        model = copy.deepcopy(tiny.model).eval()
+        method = make(name, model, tiny.tokenizer, mode=mode)
+        for target in (TRAIN0, train1):
+            method.before_experience(target, ROWS)
+            with torch.no_grad():
+                for p in method.trainable_parameters():
+                    p.add_(0.01 * (target.index + 1))  # stands in for training (each experience its own)
+            method.after_experience(target)
+            method.experiences_trained += 1
+        keys = (method.oracle_key(TEST0), method.oracle_key(test1))
+        assert keys == (("0", "1") if mode == "separate" else ("shared", "shared"))
+        if mode == "separate" and name != "fft_spt":
+            assert method.state_key(TEST0) != method.state_key(test1)

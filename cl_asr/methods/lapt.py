@@ -8,6 +8,7 @@ languages learned so far (cosine between LID distributions; a base language's is
 - a base language: U_k starts at zero, so the prompt starts as S (the base language needs no prompt).
 S is learned with the first language and then kept fixed (`shared_updates: first`), so learning a language
 never changes another's prompt; `every` keeps training it (more transfer, at the risk of forgetting).
+`mode: shared` keeps a single language matrix for every language (then only S + that matrix exist).
 """
 from __future__ import annotations
 
@@ -36,9 +37,6 @@ class LaptConfig(_LaptBase):
         super().__post_init__()
         if self.rank < 1:
             raise ValueError(f"rank must be at least 1, got {self.rank}")
-        if self.mode != "separate":
-            raise ValueError("lapt keeps a shared prompt and one matrix per language by design: mode must be "
-                             "'separate'")
         if self.reparameterization != "none" or self.language_conditioning:
             raise ValueError("lapt does not combine with reparameterization or language_conditioning")
 
