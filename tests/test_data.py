@@ -71,13 +71,13 @@ def test_sentence_bank_has_enough_distinct_sentences_and_disjoint_splits():
 
 def test_corpus_is_built_once_then_read_from_cache(isolated_cache, monkeypatch):
     calls = []
-    real = corpus_mod.synthesize
+    real = corpus_mod.speak_in_fresh_process
 
-    def counting(text, voice):
-        calls.append(text)
-        return real(text, voice)
+    def counting(items):
+        calls.extend(text for text, _ in items)
+        return real(items)
 
-    monkeypatch.setattr(corpus_mod, "synthesize", counting)
+    monkeypatch.setattr(corpus_mod, "speak_in_fresh_process", counting)
     sentences = tuple(load_sentences("eo")[:3])
     spec = CorpusSpec("t/eo/train", "eo", sentences, (Voice("eo", "m1"), Voice("eo", "f2")), silence_seconds=0.3)
     ds = synthesize_corpus(spec, progress=False)
@@ -93,3 +93,19 @@ def test_corpus_is_built_once_then_read_from_cache(isolated_cache, monkeypatch):
     other = synthesize_corpus(CorpusSpec("t/eo/train", "eo", sentences[:2], spec.voices), progress=False)
     assert len(calls) == 5 and len(other) == 2  # a different spec is a different corpus
     assert len(list((isolated_cache / "corpora").iterdir())) == 2
+
+
+def test_corpus_audio_depends_on_its_spec_only_not_on_what_was_synthesised_before(isolated_cache):
+    """espeak-ng's output depends on earlier calls in its process; corpora are made in fresh processes."""
+    import shutil
+
+    eo = tuple(load_sentences("eo")[:2])
+    a = CorpusSpec("t/a", "eo", eo, (Voice("eo", "m1", 140),))
+    b = CorpusSpec("t/b", "eo", eo[::-1], (Voice("eo", "f2", 150, 60),))
+    first = [r["audio"]["array"] for r in synthesize_corpus(a, progress=False)]
+    synthesize(eo[1], Voice("eo", "klatt"))  # history in this process must not matter
+    shutil.rmtree(isolated_cache / "corpora")
+    synthesize_corpus(b, progress=False)
+    second = [r["audio"]["array"] for r in synthesize_corpus(a, progress=False)]
+    for x, y in zip(first, second):
+        np.testing.assert_array_equal(x, y)

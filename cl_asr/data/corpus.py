@@ -1,8 +1,10 @@
 """Synthetic speech corpora as Hugging Face datasets, cached on disk keyed by everything that made them.
 
 Columns: id, audio {array (float32, 16 kHz), sampling_rate}, text, language, speaker, duration.
-espeak-ng output is not bit-identical between calls in one process (FACTS §3), so a corpus is synthesised
-once and then always read back from the cache: runs are reproducible and cheap to repeat.
+espeak-ng's output depends on the history of synthesis calls in its process (the same text and voice give a
+different waveform as the second call than as the first; resetting its random seed or re-initialising it does
+not help). So each corpus is synthesised in a fresh process of its own, which makes its audio a function of its
+spec alone, whatever was synthesised or cached before; it is then cached and read back.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from tqdm.auto import tqdm
 
 from .tts import SAMPLE_RATE, Voice, synthesize
 
-CORPUS_FORMAT_VERSION = 1  # bump when the synthesis recipe changes, to invalidate old caches
+CORPUS_FORMAT_VERSION = 2  # bump when the synthesis recipe changes, to invalidate old caches
+# 2: each corpus synthesised in a fresh process (version 1 audio depended on earlier calls in the process)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,19 @@ def _features():
     )
 
 
+def _speak_all(items: list[tuple[str, Voice]]) -> list[np.ndarray]:
+    return [synthesize(text, voice) for text, voice in items]
+
+
+def speak_in_fresh_process(items: list[tuple[str, Voice]]) -> list[np.ndarray]:
+    """Synthesise `items` in order in a new process (spawned, so espeak-ng starts from its initial state)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_speak_all, items).result()
+
+
 def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
     """Return the corpus as a `datasets.Dataset` (numpy-formatted audio), synthesising it on first use."""
     import datasets
@@ -74,10 +90,13 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
     if not (target / "dataset_info.json").exists():
         pad = np.zeros(int(round(spec.silence_seconds * SAMPLE_RATE)), dtype=np.float32)
         rows = {k: [] for k in ("id", "audio", "text", "language", "speaker", "duration")}
-        it = tqdm(spec.sentences, desc=f"synthesising {spec.name}", unit="utt", disable=not progress, leave=False)
-        for i, text in enumerate(it):
-            voice = spec.voices[i % len(spec.voices)]
-            audio = np.concatenate([pad, synthesize(text, voice), pad])
+        items = [(text, spec.voices[i % len(spec.voices)]) for i, text in enumerate(spec.sentences)]
+        with tqdm(total=len(items), desc=f"synthesising {spec.name}", unit="utt", disable=not progress,
+                  leave=False) as bar:
+            speech = speak_in_fresh_process(items)
+            bar.update(len(items))
+        for i, ((text, voice), spoken) in enumerate(zip(items, speech)):
+            audio = np.concatenate([pad, spoken, pad])
             rows["id"].append(f"{spec.name}/{i:05d}")
             rows["audio"].append({"array": audio, "sampling_rate": SAMPLE_RATE})
             rows["text"].append(text)
