@@ -209,3 +209,14 @@ def test_the_readme_add_a_strategy_example_runs_a_micro_benchmark(tmp_path):
 def test_methods_from_a_missing_file_is_a_clear_error(tmp_path):
     bad = cli("list", "--methods-from", str(tmp_path / "nope.py"))
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_two_identical_micro_runs_give_identical_results(micro_run, tmp_path):
+    """Same command, same seed, same CPU: every results.jsonl value is identical (timings aside)."""
+    out = tmp_path / "again"
+    proc = cli("run", "--scenario", "languages", "--strategies", "all", "--profile", "micro", "--out", str(out),
+               "--no-progress", "--no-report")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    keys = ["strategy", "seed", "trained_through", "eval_on", "metric", "value", "edits", "ref_tokens"]
+    first, second = load_results(micro_run[0]), load_results(out)
+    pd.testing.assert_frame_equal(first[keys], second[keys])
