@@ -117,8 +117,8 @@ class BottleneckAdapters(SetRoutedMethod):
         finally:
             self.active = None
 
-    def routed_state(self, target: Target):
-        if self.config.eval_routing == "lid" and target.stream != "train":
-            return list(self.adapter_sets.parameters()) + list(self.lid_profiles.values()) or None
-        key = self.oracle_key(target)
-        return None if key is None else list(self.adapter_sets[key].parameters())
+    def set_parameters(self, key: str):
+        return list(self.adapter_sets[key].parameters())
+
+    def all_set_parameters(self):
+        return list(self.adapter_sets.parameters())

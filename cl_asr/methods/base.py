@@ -211,6 +211,20 @@ class SetRoutedMethod(Method):
     def _set_exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def set_parameters(self, key: str) -> list[torch.Tensor]:
+        """Everything that determines decoding with set `key` active."""
+        raise NotImplementedError
+
+    def all_set_parameters(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def routed_state(self, target: Target):
+        if getattr(self.config, "eval_routing", "oracle") == "lid" and target.stream != "train":
+            # any set may serve any utterance: all of them (and the LID profiles) determine the decode
+            return self.all_set_parameters() + list(self.lid_profiles.values()) or None
+        key = self.oracle_key(target)
+        return None if key is None else self.set_parameters(key)
+
     # -- oracle routing -----------------------------------------------------------------------------------
     def oracle_key(self, target: Target) -> str | None:
         if not target.is_experience:

@@ -144,10 +144,8 @@ class LanguageAwarePrompt(SoftPromptMethod):
         finally:
             self.injector.active = None
 
-    def routed_state(self, target: Target):
-        if self.config.eval_routing == "lid" and target.stream != "train":
-            return list(self.shared.parameters()) + list(self.languages.parameters()) + \
-                list(self.lid_profiles.values())
-        key = self.oracle_key(target)
-        return None if key is None else list(self.shared.parameters()) + list(self.languages[key].parameters())
+    def set_parameters(self, key: str):
+        return list(self.shared.parameters()) + list(self.languages[key].parameters())
 
+    def all_set_parameters(self):
+        return [] if self.shared is None else list(self.shared.parameters()) + list(self.languages.parameters())

@@ -126,9 +126,8 @@ class LoRA(SetRoutedMethod):
             self.lora.enable_adapter_layers()
             restore()
 
-    def routed_state(self, target: Target):
-        if self.config.eval_routing == "lid" and target.stream != "train":
-            params = [p for k in self.adapters for p in self._adapter_params(k)]
-            return params + list(self.lid_profiles.values()) or None
-        key = self.oracle_key(target)
-        return None if key is None else self._adapter_params(key)
+    def set_parameters(self, key: str):
+        return self._adapter_params(key)
+
+    def all_set_parameters(self):
+        return [p for k in self.adapters for p in self._adapter_params(k)]

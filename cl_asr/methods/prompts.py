@@ -411,12 +411,11 @@ class SoftPromptMethod(SetRoutedMethod):
         finally:
             self.injector.active = None
 
-    def routed_state(self, target: Target):
-        if self.config.eval_routing == "lid" and target.stream != "train":
-            # any set may serve any utterance: all of them (and the LID profiles) determine the decode
-            return [p for p in self.prompt_sets.parameters()] + list(self.lid_profiles.values()) or None
-        key = self.oracle_key(target)
-        return None if key is None else [p for p in self.prompt_sets[key].parameters()]
+    def set_parameters(self, key: str):
+        return list(self.prompt_sets[key].parameters())
+
+    def all_set_parameters(self):
+        return list(self.prompt_sets.parameters())
 
 
 # -- the registered variants: presets of SoftPromptConfig -------------------------------------------------
