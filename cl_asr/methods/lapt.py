@@ -85,7 +85,10 @@ class LanguageAwarePrompt(SoftPromptMethod):
                 low.load_state_dict(self.languages[source[1]].state_dict())
             self.languages[key] = low
         self._training_key = key
-        self.record_lid_profile(target.index, rows)
+        if self.config.eval_routing == "lid" and target.index in self.lid_distributions:
+            self.lid_profiles[target.index] = self.lid_distributions[target.index]  # same LID pass: reuse it
+        else:
+            self.record_lid_profile(target.index, rows)
 
     def _most_similar(self, target: Target, rows: Sequence[dict]) -> tuple[str, str | None]:
         """(language name, experience key or None for a base language) closest by language ID."""
