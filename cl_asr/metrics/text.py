@@ -2,18 +2,52 @@
 
 Whisper's own normalisers (from transformers): the English one for English (numbers, contractions, spelling
 variants it knows), the basic one elsewhere with diacritics KEPT (an Irish fada or an Esperanto circumflex is
-part of the spelling a model must learn). Errors are pooled over the corpus: sum of edits / sum of
-reference tokens, never a mean of per-utterance rates (FACTS §8).
+part of the spelling a model must learn). Chinese is converted to Simplified script with OpenCC before
+scoring (Whisper writes Traditional characters as often as not). Errors are pooled over the corpus: sum of
+edits / sum of reference tokens, never a mean of per-utterance rates (FACTS §8).
+
+Metrics (`score`):
+- wer, cer: word and character error rate.
+- mer: mixed error rate for code-switching (seed 001): tokens are Chinese characters plus the words of any
+  other script, (S + D + I) / N pooled. Not `jiwer.mer`, which is the *match* error rate.
+- mer_<lang>: the share of `mer` on one language's part of a code-switched set. Every reference token carries
+  a language (from the row's `segments` when it has them, else by script: Chinese characters are zh); after
+  aligning reference and hypothesis, substitutions and deletions count for the reference token's language,
+  insertions for the language of the hypothesis token (by script in a pair with Chinese, else the language
+  of the nearest preceding reference token). The parts' edits sum to `mer`'s edits.
+- eer: entity error rate (seed 004): share of reference entities not found intact (as a whole-token
+  sequence, after normalisation) in the hypothesis.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 
+import json
+import re
+
 import jiwer
 
 # name -> (higher_is_better, unit of a token)
-METRICS = {"wer": (False, "word"), "cer": (False, "character")}
+METRICS = {"wer": (False, "word"), "cer": (False, "character"), "mer": (False, "mixed token"),
+           "eer": (False, "entity")}
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def metric_unit(metric: str) -> str:
+    return METRICS.get(metric.split("_")[0], (False, "token"))[1]
+
+
+def languages_of(language: str) -> list[str]:
+    """'zh-en' -> ['zh', 'en']: a code-switched set's label names its languages, matrix language first."""
+    return language.split("-") if "-" in language and not language.startswith("fy") else [language]
+
+
+@lru_cache(maxsize=1)
+def _to_simplified():
+    import opencc
+
+    return opencc.OpenCC("t2s")
 
 
 @lru_cache(maxsize=None)
@@ -26,7 +60,19 @@ def _normalizer(language: str):
 
 
 def normalize(text: str, language: str) -> str:
-    return _normalizer(language)(text).strip()
+    langs = languages_of(language)
+    out = _normalizer(langs[0] if len(langs) == 1 else "mixed")(text).strip()
+    if "zh" in langs or _CJK.search(out):
+        out = _to_simplified().convert(out)
+    return out
+
+
+def mixed_tokens(text: str) -> list[str]:
+    """Normalised text -> Chinese characters one by one, other words whole."""
+    out = []
+    for word in text.split():
+        out += [t for t in re.split(f"({_CJK.pattern})", word) if t.strip()]
+    return out
 
 
 @dataclass(frozen=True)
@@ -39,8 +85,10 @@ class ErrorCount:
         return self.edits / self.ref_tokens if self.ref_tokens else float("nan")
 
 
-def error_counts(refs: list[str], hyps: list[str], language: str) -> dict[str, ErrorCount]:
-    """WER and CER counts for one evaluation cell (normalised, pooled over the utterances)."""
+def score(refs: list[str], hyps: list[str], language: str, metrics=("wer", "cer"),
+          extras: list[dict] | None = None) -> dict[str, ErrorCount]:
+    """Pooled error counts of one evaluation cell for each requested metric (see the module docstring).
+    `extras`: per-utterance dicts with optional `segments` (JSON [[lang, text], ...]) and `entities`."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     if not refs:
@@ -50,13 +98,87 @@ def error_counts(refs: list[str], hyps: list[str], language: str) -> dict[str, E
     empty = [refs[i] for i, t in enumerate(r) if not t]
     if empty:
         raise ValueError(f"reference transcript(s) empty after normalisation: {empty[:3]!r}")
+    extras = extras or [{} for _ in refs]
     out = {}
-    w = jiwer.process_words(r, h)
-    out["wer"] = ErrorCount(w.substitutions + w.deletions + w.insertions, w.hits + w.substitutions + w.deletions)
-    c = jiwer.process_characters(r, h)
-    out["cer"] = ErrorCount(c.substitutions + c.deletions + c.insertions, c.hits + c.substitutions + c.deletions)
+    for metric in metrics:
+        if metric == "wer":
+            w = jiwer.process_words(r, h)
+            out[metric] = ErrorCount(w.substitutions + w.deletions + w.insertions, w.hits + w.substitutions + w.deletions)
+        elif metric == "cer":
+            c = jiwer.process_characters(r, h)
+            out[metric] = ErrorCount(c.substitutions + c.deletions + c.insertions, c.hits + c.substitutions + c.deletions)
+        elif metric == "eer":
+            out[metric] = _entity_errors(h, extras, language)
+        elif metric == "mer" or metric.startswith("mer_"):
+            if "mer_parts" not in out:
+                out["mer_parts"] = _mixed_errors(r, h, language, extras, refs)
+            total, parts = out["mer_parts"]
+            out[metric] = total if metric == "mer" else parts.get(metric[4:], ErrorCount(0, 0))
+        else:
+            raise ValueError(f"unknown metric {metric!r}; known: wer, cer, mer, mer_<language>, eer")
+    out.pop("mer_parts", None)
     return out
 
 
-def utterance_edits(ref: str, hyp: str, language: str, metric: str) -> ErrorCount:
-    return error_counts([ref], [hyp], language)[metric]
+def error_counts(refs: list[str], hyps: list[str], language: str) -> dict[str, ErrorCount]:
+    """WER and CER counts for one evaluation cell (normalised, pooled over the utterances)."""
+    return score(refs, hyps, language, ("wer", "cer"))
+
+
+def _token_languages(tokens: list[str], segments: str | None, language: str, raw_ref: str) -> list[str]:
+    langs = languages_of(language)
+    other = next((x for x in langs if x != "zh"), langs[0])
+    if segments:
+        tagged = []
+        for lang, text in json.loads(segments):
+            tagged += [lang] * len(mixed_tokens(normalize(text, language)))
+        if len(tagged) == len(tokens):
+            return tagged
+        raise ValueError(f"segments of {raw_ref!r} give {len(tagged)} tokens, the transcript {len(tokens)}")
+    return ["zh" if _CJK.fullmatch(t) else other for t in tokens]
+
+
+def _mixed_errors(r, h, language, extras, raw_refs):
+    langs = languages_of(language)
+    total_edits = total_ref = 0
+    part_edits = {x: 0 for x in langs}
+    part_ref = {x: 0 for x in langs}
+    for ref, hyp, extra, raw in zip(r, h, extras, raw_refs):
+        rt, ht = mixed_tokens(ref), mixed_tokens(hyp)
+        tags = _token_languages(rt, extra.get("segments"), language, raw)
+        for t in tags:
+            part_ref[t] = part_ref.get(t, 0) + 1
+        total_ref += len(rt)
+        if not ht:  # everything deleted
+            for t in tags:
+                part_edits[t] = part_edits.get(t, 0) + 1
+            total_edits += len(rt)
+            continue
+        al = jiwer.process_words(" ".join(rt), " ".join(ht))
+        for chunk in al.alignments[0]:
+            if chunk.type in ("substitute", "delete"):
+                for i in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                    part_edits[tags[i]] = part_edits.get(tags[i], 0) + 1
+            if chunk.type == "insert":
+                for j in range(chunk.hyp_start_idx, chunk.hyp_end_idx):
+                    if "zh" in langs and len(langs) > 1:
+                        lang = "zh" if _CJK.fullmatch(ht[j]) else next(x for x in langs if x != "zh")
+                    else:
+                        lang = tags[max(0, min(chunk.ref_start_idx - 1, len(tags) - 1))]
+                    part_edits[lang] = part_edits.get(lang, 0) + 1
+        total_edits += al.substitutions + al.deletions + al.insertions
+    parts = {x: ErrorCount(part_edits.get(x, 0), part_ref.get(x, 0)) for x in set(part_ref) | set(part_edits)}
+    return ErrorCount(total_edits, total_ref), parts
+
+
+def _entity_errors(h, extras, language) -> ErrorCount:
+    missed = total = 0
+    for hyp, extra in zip(h, extras):
+        padded = f" {' '.join(mixed_tokens(hyp))} "
+        for entity in extra.get("entities") or []:
+            norm = " ".join(mixed_tokens(normalize(entity, language)))
+            if not norm:
+                continue
+            total += 1
+            missed += f" {norm} " not in padded
+    return ErrorCount(missed, total)
