@@ -29,11 +29,9 @@ from .cl.resources import PeakMemory
 from .cl.template import ASRTemplate, DecodeMemo
 from .env_info import device_info, git_commit, package_versions
 from .methods import get_method, method_config
-from .metrics.text import error_counts
+from .metrics.text import score
 from .results import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from .scenarios import load_scenario_builder, scenario_path
-
-METRIC_NAMES = ("wer", "cer")
 
 
 @dataclass
@@ -92,9 +90,10 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
     seconds = time.perf_counter() - start
     rows, preds = [], []
     for (stream, _), out in sorted(strategy.eval_outputs.items(), key=lambda kv: (kv[0][0] != "test", kv[0][1])):
-        counts = error_counts(out.refs, out.hyps, out.target.language)
-        for metric in METRIC_NAMES:
-            c = counts[metric]
+        extras = scenario.reference_extras()
+        counts = score(out.refs, out.hyps, out.target.language, scenario.metrics_for(*out.target_key),
+                       [extras.get(i, {}) for i in out.ids])
+        for metric, c in counts.items():
             rows.append({
                 "scenario": scenario.name, "strategy": name, "seed": seed, "trained_through": trained_through,
                 "eval_on": out.target.name, "metric": metric, "value": c.rate, "edits": c.edits,
@@ -152,9 +151,9 @@ def run_benchmark(req: RunRequest) -> Path:
     collator = ASRCollator(backbone.tokenizer, feature_extractor, scenario.decode_languages)
 
     n_exp = len(scenario.benchmark.train_stream)
-    n_sets = len(scenario.benchmark.test_stream) + len(scenario.benchmark.preservation_stream)
+    rows_per_pass = sum(len(scenario.metrics_for(*key)) for key in scenario.evaluation_sets())
     steps = {name: evaluation_steps(classes[name], n_exp) for name in req.strategies}
-    expected_rows = {name: len(steps[name]) * n_sets * len(METRIC_NAMES) for name in req.strategies}
+    expected_rows = {name: len(steps[name]) * rows_per_pass for name in req.strategies}
     base_languages = tuple(t.decode_language for (s, _), t in sorted(scenario.targets.items()) if s == "preservation")
 
     config = {
@@ -223,6 +222,18 @@ def run_benchmark(req: RunRequest) -> Path:
         method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=req.seed)
         method.base_languages = base_languages
         method.setup()
+        problem = method.problem_with(scenario) if method.trains else None
+        if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
+            _log(f"{name} cannot run on {scenario.name}: {problem}")
+            meta["strategy_runs"] = [s for s in meta["strategy_runs"] if (s["strategy"], s["seed"]) != (name, req.seed)]
+            meta["strategy_runs"].append({
+                "strategy": name, "seed": req.seed, "description": classes[name].description,
+                "config": dataclasses.asdict(configs[name]),
+                "failure": {"kind": "cannot run", "reason": problem},
+            })
+            write_json_atomic(meta_path, meta)
+            del method
+            continue
         strategy = ASRTemplate(
             method=method, collator=collator, target_of=scenario.target_of,
             train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,

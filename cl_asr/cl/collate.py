@@ -5,6 +5,9 @@ Labels:           -100                -100        -100          t_1          t_2
 so the loss covers the transcript tokens and the end token only. The language token is the one the
 scenario decodes that language with (a scenario setting, identical for every strategy). Text is tokenised
 with a leading space, as Whisper writes its own transcripts.
+
+Text-only rows (no `audio`: text-only domain adaptation) give `input_features` None; rows with a speaker
+`enrolment` embedding (target-speaker ASR) pass it on as a [B, D] tensor.
 """
 from __future__ import annotations
 
@@ -33,18 +36,10 @@ class ASRCollator:
         return tok
 
     def __call__(self, rows: list[dict]) -> dict:
-        audios = []
-        for r in rows:
-            audio = np.asarray(r["audio"]["array"], dtype=np.float32)
-            if r["audio"]["sampling_rate"] != self.sampling_rate:
-                raise ValueError(f"{r['id']}: sampling rate {r['audio']['sampling_rate']}, expected {self.sampling_rate}")
-            if len(audio) > self.max_seconds * self.sampling_rate:
-                raise ValueError(
-                    f"{r['id']}: {len(audio) / self.sampling_rate:.2f} s of audio does not fit the "
-                    f"{self.max_seconds:g} s encoder window (raise encoder_window_seconds, at most 30)"
-                )
-            audios.append(audio)
-        feats = self.feature_extractor(audios, sampling_rate=self.sampling_rate, return_tensors="pt").input_features
+        with_audio = ["audio" in r for r in rows]
+        if any(with_audio) and not all(with_audio):
+            raise ValueError(f"a batch mixes rows with and without audio: {[r['id'] for r in rows][:4]}")
+        feats = self._features(rows) if all(with_audio) else None
         ids, labels = [], []
         for r in rows:
             text = self.tokenizer.encode(" " + r["text"].strip(), add_special_tokens=False)
@@ -57,7 +52,7 @@ class ASRCollator:
         for i, (a, b) in enumerate(zip(ids, labels)):
             dec[i, : len(a)] = torch.tensor(a)
             lab[i, : len(b)] = torch.tensor(b)
-        return {
+        batch = {
             "input_features": feats,
             "decoder_input_ids": dec,
             "labels": lab,
@@ -65,6 +60,23 @@ class ASRCollator:
             "text": [r["text"] for r in rows],
             "language": [r["language"] for r in rows],
         }
+        if "enrolment" in rows[0]:
+            batch["enrolment"] = torch.tensor(np.stack([np.asarray(r["enrolment"], dtype=np.float32) for r in rows]))
+        return batch
+
+    def _features(self, rows: list[dict]) -> torch.Tensor:
+        audios = []
+        for r in rows:
+            audio = np.asarray(r["audio"]["array"], dtype=np.float32)
+            if r["audio"]["sampling_rate"] != self.sampling_rate:
+                raise ValueError(f"{r['id']}: sampling rate {r['audio']['sampling_rate']}, expected {self.sampling_rate}")
+            if len(audio) > self.max_seconds * self.sampling_rate:
+                raise ValueError(
+                    f"{r['id']}: {len(audio) / self.sampling_rate:.2f} s of audio does not fit the "
+                    f"{self.max_seconds:g} s encoder window (raise encoder_window_seconds, at most 30)"
+                )
+            audios.append(audio)
+        return self.feature_extractor(audios, sampling_rate=self.sampling_rate, return_tensors="pt").input_features
 
 
 def with_prefix(decoder_input_ids: torch.Tensor, labels: torch.Tensor, prefix: list[int]):

@@ -59,6 +59,10 @@ class EvalOutput:
     oracle_route: str | None  # the set the experience identity picks: routing is right where routes equal it
 
     @property
+    def target_key(self) -> tuple[str, int]:
+        return self.target.stream, self.target.index
+
+    @property
     def routing_accuracy(self) -> float:
         return sum(r == self.oracle_route for r in self.routes) / max(1, len(self.routes))
 
@@ -170,10 +174,21 @@ class ASRTemplate(SupervisedTemplate):
     def _before_training_exp(self, **kwargs):
         # First: the method may create (and initialise from the data) the parameters to optimise.
         data = self.experience.dataset
+        self._phase = self.method.phase_for_epoch(0, self.train_epochs)
+        self.method.set_phase(self._phase)
         self.method.before_experience(self.target, [data[i] for i in range(len(data))])
         super()._before_training_exp(**kwargs)
 
+    def _before_training_epoch(self, **kwargs):
+        phase = self.method.phase_for_epoch(self.clock.train_exp_epochs, self.train_epochs)
+        if phase != self._phase:  # a two-step method's next step trains other parameters: fresh optimiser
+            self.method.set_phase(phase)
+            self.make_optimizer()
+            self._phase = phase
+        super()._before_training_epoch(**kwargs)
+
     def _after_training_exp(self, **kwargs):
+        self._phase = None
         self.method.after_experience(self.target)
         self.method.experiences_trained += 1
         super()._after_training_exp(**kwargs)
@@ -207,10 +222,18 @@ class ASRTemplate(SupervisedTemplate):
             )
 
     def forward(self):
+        self.method.observe_batch(self.mbatch)
         with self.method.route(self.target) as route:
             ids, labels = with_prefix(self.mbatch["decoder_input_ids"], self.mbatch["labels"], route.decoder_prefix)
+            feats = self.mbatch["input_features"]
+            if feats is None:  # text-only batch: the decoder attends to the method's stand-in for audio
+                w = self.model.model.decoder.embed_tokens.weight
+                states = self.method.text_only_encoder_states(ids.shape[0], w.device, w.dtype)
+                self.mb_model_inputs = {"encoder_outputs": (states,)}
+            else:
+                self.mb_model_inputs = {"input_features": feats}
             self.mb_decoder_input_ids, self.mb_labels = ids, labels  # for plugins (e.g. LwF's teacher)
-            return self.model(input_features=self.mbatch["input_features"], decoder_input_ids=ids, labels=labels)
+            return self.model(**self.mb_model_inputs, decoder_input_ids=ids, labels=labels)
 
     def criterion(self):
         return self.mb_output.loss
@@ -258,6 +281,8 @@ class ASRTemplate(SupervisedTemplate):
         oracle = None
         for group in self.method.route_batch(target, feats):
             oracle = group.oracle
+            self.method.observe_batch({k: (v[group.rows] if torch.is_tensor(v) else [v[i] for i in group.rows])
+                                       for k, v in self.mbatch.items()})
             with group.route as route:
                 prompt_ids = torch.tensor(route.decoder_prefix, device=self.device) if route.decoder_prefix else None
                 out = self.model.generate(

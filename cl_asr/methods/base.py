@@ -144,6 +144,35 @@ class Method:
         """Facts about this run of the method recorded in run.json (e.g. which language LAPT started from)."""
         return {}
 
+    # -- special data: text-only experiences, per-utterance conditioning, multi-step training --------------
+    def problem_with(self, scenario) -> str | None:
+        """Why this method cannot run on `scenario` (None: it can). The runner records the reason as the
+        strategy's outcome and goes on with the others, instead of failing mid-run."""
+        return self.text_only_problem() if scenario.text_only_experiences else None
+
+    def text_only_problem(self) -> str | None:
+        """Why this method cannot learn from a text-only experience (None: it can). On text-only data the
+        encoder sees no audio: only decoder-side parameters learn, from `text_only_encoder_states`."""
+        return None
+
+    def text_only_encoder_states(self, batch_size: int, device, dtype) -> torch.Tensor:
+        """What the decoder cross-attends to for a text-only batch: by default one all-zero frame ('no
+        audio', the empty prompt of seed 004's baseline); text_spt substitutes its learned pseudo audio."""
+        d = self.model.model.config.d_model
+        return torch.zeros(batch_size, 1, d, device=device, dtype=dtype)
+
+    def observe_batch(self, batch: dict) -> None:
+        """Called with every batch (or the rows of a routing group) before its forward pass or decoding: a
+        method conditioned per utterance (e.g. on a speaker embedding) takes what it needs here."""
+
+    def phase_for_epoch(self, epoch: int, epochs: int) -> str | None:
+        """Training phase of epoch `epoch` (0-based) of `epochs`; when it changes, the optimiser is rebuilt
+        over the new `trainable_parameters()` (two-step methods such as text_spt)."""
+        return None
+
+    def set_phase(self, phase: str | None) -> None:
+        pass
+
     def routed_state(self, target: Target) -> list[torch.Tensor] | None:
         """Tensors that, together with the pretrained backbone, fully determine decoding of `target`;
         None means 'exactly the pretrained backbone'."""

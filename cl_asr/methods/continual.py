@@ -159,8 +159,7 @@ class DistillationPlugin(SupervisedPlugin):
             return
         T = self.method.config.temperature
         with torch.no_grad():
-            teacher = self.previous(input_features=strategy.mbatch["input_features"],
-                                    decoder_input_ids=strategy.mb_decoder_input_ids).logits
+            teacher = self.previous(**strategy.mb_model_inputs, decoder_input_ids=strategy.mb_decoder_input_ids).logits
         student = strategy.mb_output.logits
         mask = strategy.mb_labels != IGNORE
         kl = torch.nn.functional.kl_div(

@@ -70,6 +70,9 @@ class LanguageAwarePrompt(SoftPromptMethod):
     def extra_modules(self):
         return [self.languages]
 
+    def text_only_problem(self) -> str | None:
+        return "LAPT chooses each new language's starting prompts by Whisper's language ID of its audio"
+
     def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
         dev = next(self.model.parameters()).device
         if self.shared is None:

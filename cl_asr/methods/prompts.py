@@ -291,6 +291,12 @@ class SoftPromptMethod(SetRoutedMethod):
     def extra_modules(self):
         return [self.prompt_sets]
 
+    def text_only_problem(self) -> str | None:
+        if not any(s.startswith("decoder.") for s in self.sites):
+            return (f"{self.name} has prompts on the audio side only (sites: {', '.join(self.sites)}), and a text-only "
+                    "experience has no audio to learn them from")
+        return None
+
     def site_width(self, site: str) -> int:
         return self.model.model.config.num_mel_bins if site == "input" else self.model.model.config.d_model
 

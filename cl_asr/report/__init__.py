@@ -40,10 +40,14 @@ def _facts(meta: dict) -> str:
         f"- **Scenario**: `{cfg['scenario']}`, profile `{cfg['profile']}`; experiences in order: "
         f"{', '.join(meta['experiences'])}; preservation sets: {', '.join(meta['preservation']) or 'none'}",
         f"- **Backbone**: `{cfg['backbone']}`; encoder window {window_note}",
-        f"- **Data**: {utt.get('train_per_experience', '?')} training utterances per experience, "
-        f"{utt.get('test_per_set', '?')} test utterances per set ({utt.get('total', '?')} utterances, "
-        f"{utt.get('hours', 0) * 60:.1f} minutes of speech in all); {prof['epochs']} epochs, batch {prof['batch_size']}",
-        f"- **Unseen languages decoded with**: {decode_txt or 'n/a'}",
+        (f"- **Data**: {utt['train_sentences_per_experience']} training sentences per experience (text only, no "
+         f"audio), {utt.get('test_per_set', '?')} test utterances per set ({utt.get('total_test', '?')} utterances, "
+         if "train_sentences_per_experience" in utt else
+         f"- **Data**: {utt.get('train_per_experience', '?')} training utterances per experience, "
+         f"{utt.get('test_per_set', '?')} test utterances per set ({utt.get('total', '?')} utterances, ")
+        + f"{utt.get('hours', 0) * 60:.1f} minutes of speech in all); {prof['epochs']} epochs, batch {prof['batch_size']}"
+        + (f"; source: {settings['data_source']}" if settings.get("data_source") else ""),
+        f"- **Decode language** (the language token, identical for every strategy): {decode_txt or 'n/a'}",
         f"- **Metric**: {meta['metric'].upper()} (Whisper normaliser, pooled over utterances); "
         f"greedy decoding capped at {prof['max_new_tokens']} new tokens",
         f"- **Device**: {device}; git commit `{(git.get('commit') or 'unknown')[:12]}`"
@@ -88,6 +92,30 @@ def write_report(run_dir: Path) -> Path:
                Block("p", f"{metric.upper()} after the last experience (mean over seeds)."),
                Block("table", final_shown), Block("img", bars.relative_to(run_dir).as_posix(), "final error per set")]
 
+    other = [m for m in dict.fromkeys(results.metric) if m != metric]
+    if other:
+        n_exp = len(meta["experiences"])
+        blocks += [Block("h2", "Other metrics after the last experience"),
+                   Block("p", "Every other metric scored on each set, after the last experience (mean over seeds): "
+                              "`mer_<lang>` is the mixed error rate on that language's part of a code-switched "
+                              "set (edits attributed to the language of the reference token; the parts add up "
+                              "to MER), `eer` the entity error rate (share of reference entities not recognised "
+                              "intact), `wer`/`cer` word and character error rates. All are error rates: lower "
+                              "is better.")]
+        last = results[results.trained_through == n_exp - 1]
+        for m in other:
+            t = last[last.metric == m].pivot_table(index="strategy", columns="eval_on", values="value", aggfunc="mean")
+            t = t.reindex(columns=[c for c in meta["experiences"] + meta["preservation"] if c in t.columns])
+            blocks += [Block("h3", m.upper() if "_" not in m else f"MER on the {m[4:]} part"),
+                       Block("table", t.round(4).reset_index())]
+
+    failures = [s for s in meta.get("strategy_runs", []) if s.get("failure")]
+    if failures:
+        blocks += [Block("h2", "Strategies that did not run to the end"),
+                   Block("table", pd.DataFrame([{"strategy": s["strategy"], "seed": s["seed"],
+                                                 "what happened": s["failure"]["kind"],
+                                                 "why": s["failure"]["reason"]} for s in failures]))]
+
     blocks.append(Block("h2", "Error matrices"))
     blocks.append(Block("p", "Row: what the model has been trained through; column: the set evaluated. "
                              "Preservation (base-language) sets are marked (base)."))
@@ -123,7 +151,7 @@ def write_report(run_dir: Path) -> Path:
          "train s": s["train_seconds"], "train s per experience": ", ".join(map(str, s["train_seconds_per_experience"])) or "–",
          "eval s": s["eval_seconds"], "peak memory MB": s["peak_memory_mb"],
          "decodes computed / reused": f"{s['decodes']['computed']} / {s['decodes']['reused']}"}
-        for s in meta.get("strategy_runs", [])
+        for s in meta.get("strategy_runs", []) if not s.get("failure")
     ])
     blocks += [Block("h2", "Cost"),
                Block("p", "Peak memory is the process's resident memory on CPU (GPU allocator peak on CUDA). "

@@ -51,10 +51,46 @@ class Scenario:
     (sets evaluated throughout to measure what the model keeps), and a Target for each experience."""
 
     name: str
-    metric: str
+    metric: str  # the headline metric (summary, forgetting, plots)
     benchmark: Any  # avalanche CLScenario
     targets: dict[tuple[str, int], Target]
     settings: dict  # resolved settings recorded in run.json (decode languages, LID, sizes)
+    # Metrics scored on each set, by (stream, index); sets not named get (metric, wer, cer). E.g. a
+    # code-switched set adds its languages' parts (mer_zh, mer_en), a domain set the entity error rate.
+    set_metrics: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+
+    def metrics_for(self, stream: str, index: int) -> tuple[str, ...]:
+        if (stream, index) in self.set_metrics:
+            return self.set_metrics[(stream, index)]
+        return tuple(dict.fromkeys((self.metric, "wer", "cer")))
+
+    def evaluation_sets(self) -> list[tuple[str, int]]:
+        return [(s, i) for (s, i) in sorted(self.targets) if s != "train"]
+
+    @property
+    def text_only_experiences(self) -> list[int]:
+        """Training experiences that carry text but no audio (text-only domain adaptation, seed 004)."""
+        return [i for i, e in enumerate(self.benchmark.train_stream) if not _has_audio(e.dataset)]
+
+    @property
+    def columns(self) -> set[str]:
+        """Every column any set of the scenario has (e.g. `enrolment` for target-speaker scenarios)."""
+        return {c for stream in self.benchmark.streams.values() for e in stream
+                for d in _hf_datasets(e.dataset) for c in d.column_names}
+
+    def reference_extras(self) -> dict[str, dict]:
+        """id -> what scoring needs besides the transcript (code-switching segments, entities), for every
+        evaluated utterance; read once, without decoding audio."""
+        if not hasattr(self, "_extras"):
+            self._extras = {}
+            for stream in (self.benchmark.test_stream, self.benchmark.preservation_stream):
+                for exp in stream:
+                    for ds in _hf_datasets(exp.dataset):
+                        cols = [c for c in ("segments", "entities") if c in ds.column_names]
+                        if cols:
+                            for row in ds.select_columns(["id", *cols]).with_format(None):
+                                self._extras[row["id"]] = {c: row[c] for c in cols}
+        return self._extras
 
     def target_of(self, experience) -> Target:
         return self.targets[(experience.origin_stream.name, experience.current_experience)]
@@ -82,6 +118,21 @@ class Scenario:
     @property
     def decode_languages(self) -> dict[str, str]:
         return {t.language: t.decode_language for t in self.targets.values()}
+
+
+def _hf_datasets(avalanche_dataset) -> list:
+    """The Hugging Face datasets an AvalancheDataset was built from."""
+    found, todo = [], [avalanche_dataset]
+    while todo:
+        d = todo.pop()
+        if hasattr(d, "column_names"):
+            found.append(d)
+        todo += list(getattr(d, "_datasets", []) or [])
+    return found
+
+
+def _has_audio(avalanche_dataset) -> bool:
+    return all("audio" in d.column_names for d in _hf_datasets(avalanche_dataset))
 
 
 class ScenarioBuilder:
