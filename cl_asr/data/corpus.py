@@ -25,21 +25,32 @@ CORPUS_FORMAT_VERSION = 2  # bump when the synthesis recipe changes, to invalida
 # 2: each corpus synthesised in a fresh process (version 1 audio depended on earlier calls in the process)
 
 
+# espeak-ng voice for a language code where the two differ
+ESPEAK_VOICE = {"zh": "cmn"}
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
     name: str  # human-readable, e.g. "languages/eo/train"
-    language: str  # ISO code written into the `language` column
+    language: str  # code written into the `language` column ("es-en" for a code-switched corpus)
     sentences: tuple[str, ...]
     voices: tuple[Voice, ...]  # utterance i is spoken by voices[i % len(voices)]
     silence_seconds: float = 0.3  # before and after the speech: Whisper drops words that start at sample 0
+    # Code-switching: per sentence, its (language, text) segments, each spoken by the utterance's voice
+    # variant in that language's espeak-ng voice and joined by `segment_gap_seconds` of silence (FACTS §3).
+    segments: tuple[tuple[tuple[str, str], ...], ...] | None = None
+    segment_gap_seconds: float = 0.08
 
     def key(self) -> str:
         import espeakng_loader
 
+        fields = asdict(self)
+        if self.segments is None:  # corpora from before code-switching keep their cache keys
+            fields.pop("segments"), fields.pop("segment_gap_seconds")
         payload = {
             "format": CORPUS_FORMAT_VERSION,
             "espeak": Path(espeakng_loader.get_library_path()).resolve().name,
-            **{k: v for k, v in asdict(self).items() if k != "name"},
+            **{k: v for k, v in fields.items() if k != "name"},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
 
@@ -50,7 +61,7 @@ def corpus_cache_dir() -> Path:
     return cache_dir() / "corpora"
 
 
-def _features():
+def _features(extra: dict | None = None):
     import datasets
 
     return datasets.Features(
@@ -61,16 +72,33 @@ def _features():
             "language": datasets.Value("string"),
             "speaker": datasets.Value("string"),
             "duration": datasets.Value("float32"),
+            **(extra or {}),
         }
     )
 
 
-def _speak_all(items: list[tuple[str, Voice]]) -> list[np.ndarray]:
-    return [synthesize(text, voice) for text, voice in items]
+# An item is spoken as its parts, in order, joined by `gap` seconds of silence (one part unless code-switched).
+SpeechItem = tuple[tuple[tuple[str, Voice], ...], float]
 
 
-def speak_in_fresh_process(items: list[tuple[str, Voice]]) -> list[np.ndarray]:
-    """Synthesise `items` in order in a new process (spawned, so espeak-ng starts from its initial state)."""
+def _speak_all(items: list) -> list[np.ndarray]:
+    out = []
+    for item in items:
+        if isinstance(item[0], str):  # (text, voice)
+            out.append(synthesize(*item))
+            continue
+        parts, gap = item
+        pad = np.zeros(int(round(gap * SAMPLE_RATE)), dtype=np.float32)
+        pieces = []
+        for i, (text, voice) in enumerate(parts):
+            pieces += ([pad] if i else []) + [synthesize(text, voice)]
+        out.append(np.concatenate(pieces))
+    return out
+
+
+def speak_in_fresh_process(items: list) -> list[np.ndarray]:
+    """Synthesise `items` ((text, voice) pairs or SpeechItems) in order in a new process (spawned, so
+    espeak-ng starts from its initial state)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -91,9 +119,18 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
         pad = np.zeros(int(round(spec.silence_seconds * SAMPLE_RATE)), dtype=np.float32)
         rows = {k: [] for k in ("id", "audio", "text", "language", "speaker", "duration")}
         items = [(text, spec.voices[i % len(spec.voices)]) for i, text in enumerate(spec.sentences)]
+        speak = items
+        if spec.segments is not None:
+            if len(spec.segments) != len(spec.sentences):
+                raise ValueError(f"corpus {spec.name}: {len(spec.segments)} segment lists for "
+                                 f"{len(spec.sentences)} sentences")
+            rows["segments"] = [json.dumps(seg, ensure_ascii=False) for seg in spec.segments]
+            speak = [(tuple((text, Voice(ESPEAK_VOICE.get(lang, lang), v.variant, v.rate, v.pitch))
+                            for lang, text in seg), spec.segment_gap_seconds)
+                     for seg, (_, v) in zip(spec.segments, items)]
         with tqdm(total=len(items), desc=f"synthesising {spec.name}", unit="utt", disable=not progress,
                   leave=False) as bar:
-            speech = speak_in_fresh_process(items)
+            speech = speak_in_fresh_process(speak)
             bar.update(len(items))
         for i, ((text, voice), spoken) in enumerate(zip(items, speech)):
             audio = np.concatenate([pad, spoken, pad])
@@ -103,7 +140,8 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
             rows["language"].append(spec.language)
             rows["speaker"].append(voice.speaker_id)
             rows["duration"].append(len(audio) / SAMPLE_RATE)
-        ds = datasets.Dataset.from_dict(rows, features=_features())
+        extra = {"segments": datasets.Value("string")} if "segments" in rows else None
+        ds = datasets.Dataset.from_dict(rows, features=_features(extra))
         datasets.disable_progress_bars()  # our own bar already showed the work; saving is instant
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
