@@ -1,0 +1,131 @@
+"""Code-switching (seed 001): utterances that switch language inside the sentence, one language pair per
+experience (e.g. Spanish-English, then German-English, then Mandarin-English), with a monolingual
+preservation set for every language involved.
+
+Data: the project's code-switched sentences (cl_asr/data/code_switch_text.py), each segment spoken by the
+same voice variant in its own language's espeak-ng voice and joined with a short gap (FACTS §3); monolingual
+sets from the sentence bank. A pair is decoded with its matrix language's token (the first of the pair), the
+same for every strategy. Metric: mixed error rate (Chinese characters plus words of the other language,
+Chinese converted to Simplified first), with the error on each language's part of the sentence alongside.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.utils import AvalancheDataset
+
+from ..backbones.offline import WHISPER_LANGUAGES
+from ..data.code_switch_text import PAIRS, code_switched_sentences, sentence_text
+from ..data.corpus import ESPEAK_VOICE, CorpusSpec, synthesize_corpus
+from ..data.text_bank import split_sentences
+from ..data.tts import Voice
+from ..methods.base import Target
+from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .languages import VoiceConfig
+
+
+@dataclass
+class CodeSwitchingConfig:
+    name: str
+    builder: str
+    description: str
+    pairs: list[str]
+    profiles: dict[str, ProfileConfig]
+    train_voices: list[VoiceConfig]
+    test_voices: list[VoiceConfig]
+    metric: Literal["mer"] = "mer"
+    decode_language: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "language token per pair; default: its matrix (first) language"})
+    test_pool: int = 40
+    monolingual_test_pool: int = 40
+    silence_seconds: float = 0.3
+    segment_gap_seconds: float = 0.08
+    data_source: str = "synthetic: espeak-ng, segment by segment, from the project's code-switched sentences"
+
+    def __post_init__(self):
+        for pair in self.pairs:
+            if pair not in PAIRS:
+                raise ValueError(f"pairs: no code-switched sentences for {pair!r}; available: {', '.join(PAIRS)}")
+        for pair, code in self.decode_language.items():
+            if pair not in self.pairs:
+                raise ValueError(f"decode_language names {pair!r}, which is not one of the pairs")
+            if code not in WHISPER_LANGUAGES:
+                raise ValueError(f"decode_language.{pair}: {code!r} is not a Whisper language")
+        if not self.train_voices or not self.test_voices:
+            raise ValueError("train_voices and test_voices must each name at least one voice")
+
+    def profile(self, name: str) -> ProfileConfig:
+        if name not in self.profiles:
+            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
+    @property
+    def languages(self) -> list[str]:
+        """Every language involved, in order of first appearance: the preservation sets."""
+        return list(dict.fromkeys(lang for pair in self.pairs for lang in pair.split("-")))
+
+
+@register_builder("code_switching")
+class CodeSwitchingBuilder(ScenarioBuilder):
+    config_class = CodeSwitchingConfig
+
+    def _voices(self, lang: str, voices: list[VoiceConfig]) -> tuple[Voice, ...]:
+        return tuple(Voice(ESPEAK_VOICE.get(lang, lang), v.variant, v.rate, v.pitch) for v in voices)
+
+    def _pair_corpus(self, split: str, pair: str, segments: list, voices: list[VoiceConfig], progress: bool):
+        spec = CorpusSpec(
+            name=f"{self.config.name}/{pair}/{split}", language=pair,
+            sentences=tuple(sentence_text(s) for s in segments),
+            voices=tuple(Voice(pair, v.variant, v.rate, v.pitch) for v in voices),  # the segments' voices differ
+            silence_seconds=self.config.silence_seconds,
+            segments=tuple(tuple((lang, text) for lang, text in s) for s in segments),
+            segment_gap_seconds=self.config.segment_gap_seconds,
+        )
+        return synthesize_corpus(spec, progress=progress)
+
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+        cfg = self.config
+        train, test, preservation = {}, {}, {}
+        for pair in cfg.pairs:
+            sentences = code_switched_sentences(pair)
+            test_pool, train_pool = sentences[: cfg.test_pool], sentences[cfg.test_pool:]
+            if profile.n_test > len(test_pool) or profile.n_train > len(train_pool):
+                raise ValueError(f"profile asks for {profile.n_train} train / {profile.n_test} test utterances of "
+                                 f"{pair}; there are {len(train_pool)} / {len(test_pool)}")
+            train[pair] = self._pair_corpus("train", pair, train_pool[: profile.n_train], cfg.train_voices, progress)
+            test[pair] = self._pair_corpus("test", pair, test_pool[: profile.n_test], cfg.test_voices, progress)
+        for lang in cfg.languages:
+            _, pool = split_sentences(lang, cfg.monolingual_test_pool)
+            if profile.n_test > len(pool):
+                raise ValueError(f"profile asks for {profile.n_test} test utterances of {lang}; the bank has {len(pool)}")
+            spec = CorpusSpec(name=f"{cfg.name}/{lang}/test", language=lang, sentences=tuple(pool[: profile.n_test]),
+                              voices=self._voices(lang, cfg.test_voices), silence_seconds=cfg.silence_seconds)
+            preservation[lang] = synthesize_corpus(spec, progress=progress)
+
+        decode = {pair: cfg.decode_language.get(pair, pair.split("-")[0]) for pair in cfg.pairs}
+        targets: dict[tuple[str, int], Target] = {}
+        set_metrics: dict[tuple[str, int], tuple[str, ...]] = {}
+        for i, pair in enumerate(cfg.pairs):
+            for stream in ("train", "test"):
+                targets[(stream, i)] = Target(stream, i, pair, pair, decode[pair])
+            set_metrics[("test", i)] = ("mer", *(f"mer_{lang}" for lang in pair.split("-")), "wer", "cer")
+        for i, lang in enumerate(cfg.languages):
+            targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
+
+        benchmark = benchmark_from_datasets(
+            train=[AvalancheDataset([train[p]]) for p in cfg.pairs],
+            test=[AvalancheDataset([test[p]]) for p in cfg.pairs],
+            preservation=[AvalancheDataset([preservation[lang]]) for lang in cfg.languages],
+        )
+        durations = [float(d) for ds in (*train.values(), *test.values(), *preservation.values()) for d in ds["duration"]]
+        settings = {
+            "decode_language": decode,
+            "data_source": cfg.data_source,
+            "utterances": {
+                "train_per_experience": profile.n_train, "test_per_set": profile.n_test, "total": len(durations),
+                "hours": round(sum(durations) / 3600, 4), "max_seconds": round(max(durations), 2),
+            },
+        }
+        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings, set_metrics)

@@ -1,0 +1,112 @@
+"""Text-only domains (seed 004): adapt Whisper to entity-heavy domains from TEXT ALONE, one domain per
+experience (by default music requests, travel/assistant queries, food orders).
+
+Training sets have transcripts (and their entities) but no audio column: a strategy that needs audio says so
+and does not run; the others learn with only the decoder seeing anything (the encoder gets no input; see
+Method.text_only_encoder_states). Test sets are held-out sentences (from held-out templates) synthesised
+with espeak-ng. Metrics: WER and entity error rate (share of reference entities not recognised intact);
+general English speech from the sentence bank is the preservation set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.utils import AvalancheDataset
+
+from ..data.corpus import CorpusSpec, synthesize_corpus
+from ..data.domain_text import DOMAINS, domain_sentences
+from ..data.text_bank import split_sentences
+from ..data.tts import Voice
+from ..methods.base import Target
+from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .languages import VoiceConfig
+
+
+@dataclass
+class TextDomainsConfig:
+    name: str
+    builder: str
+    description: str
+    domains: list[str]
+    profiles: dict[str, ProfileConfig]
+    test_voices: list[VoiceConfig]
+    language: str = "en"
+    metric: str = "wer"
+    preservation_test_pool: int = 40
+    silence_seconds: float = 0.3
+    data_source: str = ("synthetic: text from the project's templates filled with Faker entities (train, text "
+                        "only); held-out sentences spoken by espeak-ng (test)")
+
+    def __post_init__(self):
+        for d in self.domains:
+            if d not in DOMAINS:
+                raise ValueError(f"domains: unknown domain {d!r}; available: {', '.join(DOMAINS)}")
+        if self.language != "en":
+            raise ValueError("text_domains: the domain templates are English; language must be 'en'")
+        if not self.test_voices:
+            raise ValueError("test_voices must name at least one voice")
+
+    def profile(self, name: str) -> ProfileConfig:
+        if name not in self.profiles:
+            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
+
+def text_only_dataset(name: str, language: str, sentences) -> "datasets.Dataset":  # noqa: F821
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {"id": [f"{name}/{i:05d}" for i in range(len(sentences))], "text": [s.text for s in sentences],
+         "language": [language] * len(sentences), "entities": [list(s.entities) for s in sentences]},
+        features=datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"),
+                                    "language": datasets.Value("string"),
+                                    "entities": datasets.List(datasets.Value("string"))}),
+    )
+
+
+@register_builder("text_domains")
+class TextDomainsBuilder(ScenarioBuilder):
+    config_class = TextDomainsConfig
+
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+        cfg = self.config
+        voices = tuple(Voice(cfg.language, v.variant, v.rate, v.pitch) for v in cfg.test_voices)
+        train, test = [], []
+        for domain in cfg.domains:
+            train.append(text_only_dataset(f"{cfg.name}/{domain}/train", cfg.language,
+                                           domain_sentences(domain, profile.n_train, "train")))
+            held_out = domain_sentences(domain, profile.n_test, "test")
+            spec = CorpusSpec(name=f"{cfg.name}/{domain}/test", language=cfg.language,
+                              sentences=tuple(s.text for s in held_out), voices=voices,
+                              silence_seconds=cfg.silence_seconds)
+            ds = synthesize_corpus(spec, progress=progress)
+            test.append(ds.add_column("entities", [list(s.entities) for s in held_out]))
+        _, pool = split_sentences(cfg.language, cfg.preservation_test_pool)
+        general = synthesize_corpus(CorpusSpec(name=f"{cfg.name}/general/test", language=cfg.language,
+                                               sentences=tuple(pool[: profile.n_test]), voices=voices,
+                                               silence_seconds=cfg.silence_seconds), progress=progress)
+
+        targets: dict[tuple[str, int], Target] = {}
+        set_metrics = {}
+        for i, domain in enumerate(cfg.domains):
+            for stream in ("train", "test"):
+                targets[(stream, i)] = Target(stream, i, domain, cfg.language, cfg.language)
+            set_metrics[("test", i)] = ("wer", "eer", "cer")
+        targets[("preservation", 0)] = Target("preservation", 0, "general_en", cfg.language, cfg.language)
+        benchmark = benchmark_from_datasets(
+            train=[AvalancheDataset([d]) for d in train], test=[AvalancheDataset([d]) for d in test],
+            preservation=[AvalancheDataset([general])],
+        )
+        durations = [float(d) for ds in (*test, general) for d in ds["duration"]]
+        settings = {
+            "decode_language": {cfg.language: cfg.language},
+            "data_source": cfg.data_source,
+            "text_only_training": True,
+            "utterances": {
+                "train_sentences_per_experience": profile.n_train, "test_per_set": profile.n_test,
+                "total_test": len(durations), "hours": round(sum(durations) / 3600, 4),
+                "max_seconds": round(max(durations), 2),
+            },
+        }
+        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings, set_metrics)
