@@ -15,13 +15,13 @@ import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.utils import AvalancheDataset
 
-from ..backbones.lid import language_probabilities
 from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.text_bank import available_languages, split_sentences
 from ..data.tts import Voice
 from ..methods.base import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .lid_choice import choose_decode_language
 
 
 @dataclass
@@ -107,13 +107,9 @@ class LanguagesBuilder(ScenarioBuilder):
         for lang in cfg.experiences:
             choice = cfg.decode_language.get(lang, "auto")
             if choice == "auto":
-                rows = train[lang].select(range(min(profile.lid_utterances, len(train[lang]))))
-                feats = feature_extractor(
-                    [r["audio"]["array"] for r in rows], sampling_rate=16_000, return_tensors="pt"
-                ).input_features
-                probs = language_probabilities(backbone.model, backbone.tokenizer, feats, cfg.lid_candidates)
-                lid[lang] = {k: round(v, 4) for k, v in sorted(probs.items(), key=lambda kv: -kv[1])}
-                choice = max(probs, key=probs.get)
+                choice, lid[lang] = choose_decode_language(
+                    backbone, feature_extractor, train[lang], profile.lid_utterances, cfg.lid_candidates
+                )
             decode[lang] = choice
 
         targets: dict[tuple[str, int], Target] = {}

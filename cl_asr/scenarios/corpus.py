@@ -1,0 +1,211 @@
+"""Scenarios on real speech corpora (FLEURS, Common Voice, MLS, ASCEND, LibriSpeech-format directories).
+
+A scenario file lists the preservation sets (`base_languages`) and the experiences as set specs: which loader
+of cl_asr.data.real_corpora reads it, with which arguments, which splits give the training and test sets, the
+language token it is decoded with, and an optional row filter. Data is touched only in `build()`, so a scenario
+file loads (and can be listed and checked) without the data present.
+
+String loader arguments may name environment variables: `${CV_ROOT}` (required: building fails with a clear
+error when unset), `${FLEURS_DIR:-}` (default after `:-`; an argument that expands to "" means None, i.e. the
+loader's hub copy), and `{split}`, replaced by the split being loaded (for loaders without a split argument,
+e.g. a LibriSpeech directory per subset).
+
+Every set is cut to the profile's sizes (n_train / n_test become the loaders' `limit`: the first N utterances
+sorted by id) and to the profile's encoder window (longer utterances are left out and counted in the log; the
+settings record each set's actual size);
+its `language` column is set to the set's language and columns other than the common ones are dropped, so
+every set has the synthetic corpora's schema. Targets, LID choice and settings are as in the languages builder.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..backbones.offline import WHISPER_LANGUAGES
+from ..data.real_corpora import LOADERS, MissingDataError
+from ..methods.base import Target
+from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .lid_choice import choose_decode_language
+
+log = logging.getLogger(__name__)
+COLUMNS = ("id", "audio", "text", "language", "speaker", "duration")
+BUILDER_ARGS = ("split", "limit", "max_seconds", "where")  # set by the builder, never in `args`
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class SetSpec:
+    name: str
+    language: str
+    loader: Literal["fleurs", "common_voice", "mls", "ascend", "librispeech_dir"]
+    args: dict[str, Any] = field(default_factory=dict)
+    train_split: str | None = field(default="train", metadata={"help": "split the training set comes from"})
+    test_split: str = "test"
+    decode_language: str = field(default="auto", metadata={"help": "Whisper code, or auto (language ID)"})
+    filter: dict[str, str] = field(default_factory=dict, metadata={"help": "keep rows whose column equals this"})
+    max_seconds: float | None = field(default=None, metadata={"help": "leave out longer utterances"})
+
+    def __post_init__(self):
+        loader = LOADERS[self.loader]
+        params = inspect.signature(loader).parameters
+        for k in self.args:
+            if k in BUILDER_ARGS:
+                raise ValueError(f"set {self.name!r}: {k!r} is set by the scenario (splits, profile sizes, "
+                                 f"filter, max_seconds), not in args")
+            if k not in params:
+                valid = [p for p in params if p not in BUILDER_ARGS]
+                raise ValueError(f"set {self.name!r}: loader {self.loader!r} takes no argument {k!r}; "
+                                 f"it takes: {', '.join(valid)}")
+        for p, par in params.items():
+            if par.default is inspect.Parameter.empty and p not in BUILDER_ARGS and p not in self.args:
+                raise ValueError(f"set {self.name!r}: loader {self.loader!r} needs argument {p!r} in args")
+        if self.decode_language != "auto" and self.decode_language not in WHISPER_LANGUAGES:
+            raise ValueError(f"set {self.name!r}: decode_language {self.decode_language!r} is neither 'auto' "
+                             f"nor a Whisper language")
+
+
+@dataclass
+class CorpusConfig:
+    name: str
+    builder: str
+    description: str
+    data_source: str = field(metadata={"help": "one line: which corpus, local copy or hub"})
+    base_languages: list[SetSpec]
+    experiences: list[SetSpec]
+    profiles: dict[str, ProfileConfig]
+    metric: Literal["cer", "wer", "mer"] = "cer"
+    lid_candidates: list[str] = field(default_factory=lambda: ["en", "de", "es", "fr", "it", "pt", "nl"])
+
+    def __post_init__(self):
+        if not self.experiences:
+            raise ValueError("experiences must list at least one set")
+        names = [s.name for s in self.base_languages + self.experiences]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"set names used twice: {dup}")
+        for s in self.experiences:
+            if not s.train_split:
+                raise ValueError(f"experience {s.name!r} needs a train_split")
+            if s.train_split == s.test_split:
+                raise ValueError(f"experience {s.name!r}: train_split and test_split are both {s.test_split!r}")
+        for s in self.base_languages:
+            code = s.language if s.decode_language == "auto" else s.decode_language
+            if code not in WHISPER_LANGUAGES:
+                raise ValueError(f"preservation set {s.name!r}: language {code!r} is not a Whisper language; "
+                                 f"give decode_language")
+        for code in self.lid_candidates:
+            if code not in WHISPER_LANGUAGES:
+                raise ValueError(f"lid_candidates: {code!r} is not a language Whisper knows")
+
+    def profile(self, name: str) -> ProfileConfig:
+        if name not in self.profiles:
+            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
+        return self.profiles[name]
+
+
+def expand_arg(value: Any, where: str, split: str) -> Any:
+    """Expand ${VAR} / ${VAR:-default} and {split} in a string loader argument; "" becomes None."""
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in os.environ:
+            return os.environ[var]
+        if default is not None:
+            return default
+        raise MissingDataError(
+            f"{where} is {value!r}, but the environment variable {var} is not set: set it to the directory "
+            f"holding the data (e.g. `export {var}=/data/...`; docs/corpora.md says what goes there)"
+        )
+
+    out = _VAR.sub(sub, value).replace("{split}", split)
+    return out if out.strip() else None
+
+
+@register_builder("corpus")
+class CorpusBuilder(ScenarioBuilder):
+    config_class = CorpusConfig
+
+    def load_set(self, spec: SetSpec, split: str, limit: int | None, max_seconds: float | None):
+        """One set, as a dataset with exactly the common columns and the set's language."""
+        loader = LOADERS[spec.loader]
+        kwargs = {k: expand_arg(v, f"{self.source}: set {spec.name!r} args.{k}", split) for k, v in spec.args.items()}
+        if "split" in inspect.signature(loader).parameters:
+            kwargs["split"] = split
+        caps = [c for c in (spec.max_seconds, max_seconds) if c is not None]
+        ds = loader(**kwargs, limit=limit, max_seconds=min(caps) if caps else None, where=spec.filter or None)
+        ds = ds.with_format(None)
+        ds = ds.remove_columns([c for c in ds.column_names if c not in COLUMNS or c == "language"])
+        ds = ds.add_column("language", [spec.language] * len(ds)).select_columns(list(COLUMNS))
+        return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
+
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+        from avalanche.benchmarks.utils import AvalancheDataset
+
+        cfg = self.config
+        window = profile.encoder_window_seconds
+        train, test, preservation = {}, {}, {}
+        for spec in cfg.experiences:
+            train[spec.name] = self.load_set(spec, spec.train_split, profile.n_train, window)
+            test[spec.name] = self.load_set(spec, spec.test_split, profile.n_test, window)
+        for spec in cfg.base_languages:
+            preservation[spec.name] = self.load_set(spec, spec.test_split, profile.n_test, window)
+
+        decode, lid = {}, {}
+        for spec in cfg.experiences:
+            choice = spec.decode_language
+            if choice == "auto":
+                choice, lid[spec.name] = choose_decode_language(
+                    backbone, feature_extractor, train[spec.name], profile.lid_utterances, cfg.lid_candidates
+                )
+            decode[spec.name] = choice
+        for spec in cfg.base_languages:
+            decode[spec.name] = spec.language if spec.decode_language == "auto" else spec.decode_language
+
+        by_language: dict[str, tuple[str, str]] = {}
+        for spec in cfg.experiences + cfg.base_languages:  # the collator decodes rows by their language
+            prev = by_language.setdefault(spec.language, (spec.name, decode[spec.name]))
+            if prev[1] != decode[spec.name]:
+                raise ValueError(f"{self.source}: sets {prev[0]!r} and {spec.name!r} share language "
+                                 f"{spec.language!r} but are decoded as {prev[1]!r} and {decode[spec.name]!r}")
+
+        targets: dict[tuple[str, int], Target] = {}
+        set_metrics: dict[tuple[str, int], tuple[str, ...]] = {}
+        for i, spec in enumerate(cfg.experiences):
+            for stream in ("train", "test"):
+                targets[(stream, i)] = Target(stream, i, spec.name, spec.language, decode[spec.name])
+            if cfg.metric == "mer" and "-" in spec.language:  # a code-switched set: also each language's part
+                set_metrics[("test", i)] = ("mer", *(f"mer_{x}" for x in spec.language.split("-")), "wer", "cer")
+        for i, spec in enumerate(cfg.base_languages):
+            targets[("preservation", i)] = Target("preservation", i, spec.name, spec.language, decode[spec.name])
+
+        benchmark = benchmark_from_datasets(
+            train=[AvalancheDataset([train[s.name]]) for s in cfg.experiences],
+            test=[AvalancheDataset([test[s.name]]) for s in cfg.experiences],
+            preservation=[AvalancheDataset([preservation[s.name]]) for s in cfg.base_languages],
+        )
+        sets = {**{f"train/{k}": v for k, v in train.items()}, **{f"test/{k}": v for k, v in test.items()},
+                **{f"preservation/{k}": v for k, v in preservation.items()}}
+        durations = [float(d) for ds in sets.values() for d in ds["duration"]]
+        settings = {
+            "decode_language": decode,
+            "lid_probabilities": lid,
+            "lid_candidates": cfg.lid_candidates,
+            "utterances": {
+                "train_per_experience": profile.n_train,
+                "test_per_set": profile.n_test,
+                "per_set": {k: len(v) for k, v in sets.items()},
+                "total": len(durations),
+                "hours": round(sum(durations) / 3600, 4),
+                "max_seconds": round(max(durations), 2),
+            },
+            "data_source": cfg.data_source,
+        }
+        extra = {"set_metrics": set_metrics} if set_metrics else {}
+        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings, **extra)
