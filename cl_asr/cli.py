@@ -55,14 +55,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def _list(args) -> int:
     from .methods import METHODS
-    from .scenarios import available_scenarios
+    from .scenarios import available_scenarios, scenario_outlines
 
-    if args.what in (None, "scenarios"):
+    if args.what == "scenarios":  # in full: experiences, preservation sets, metric, data source
+        import textwrap
+
+        print("Scenarios:")
+        for name, o in scenario_outlines().items():
+            print(f"  {name}")
+            print(textwrap.fill(o["description"], 110, initial_indent=" " * 4, subsequent_indent=" " * 4))
+            if "experiences" in o:
+                print(f"    experiences:  {' -> '.join(map(str, o['experiences']))}")
+                print(f"    preservation: {', '.join(map(str, o['preservation'])) or 'none'}")
+                print(f"    metric:       {str(o['metric']).upper()}")
+                print(textwrap.fill(f"data:         {o['data_source']}", 110, initial_indent=" " * 4,
+                                    subsequent_indent=" " * 18))
+        return 0
+    if args.what is None:
         print("Scenarios:")
         for name, desc in available_scenarios().items():
             print(f"  {name:<16} {desc}")
-    if args.what == "scenarios":
-        return 0
     counts: dict[str, str] = {}
     if args.what == "strategies":  # loading a backbone takes seconds: only when strategies are asked for
         from .methods.accounting import trainable_counts

@@ -27,6 +27,20 @@ def available_scenarios() -> dict[str, str]:
     return out
 
 
+def scenario_outlines() -> dict[str, dict]:
+    """name -> description, experiences, preservation sets, metric and data source, for every YAML in
+    scenarios/ (a file that does not load says why instead)."""
+    out = {}
+    for path in sorted(SCENARIO_DIR.glob("*.yaml")):
+        try:
+            builder = load_scenario_builder(str(path))
+            desc = " ".join(str(builder.config.description).split())
+            out[path.stem] = {"description": desc, **builder.outline()}
+        except (ConfigError, ValueError, KeyError) as exc:
+            out[path.stem] = {"description": f"(does not load: {exc})"}
+    return out
+
+
 def scenario_path(ref: str) -> Path:
     path = Path(ref)
     if path.suffix in (".yaml", ".yml"):
@@ -56,5 +70,6 @@ def load_scenario_builder(ref: str) -> ScenarioBuilder:
 
 __all__ = [
     "BUILDERS", "ProfileConfig", "Scenario", "ScenarioBuilder", "available_scenarios", "load_scenario_builder",
+    "scenario_outlines",
     "register_builder", "scenario_path",
 ]

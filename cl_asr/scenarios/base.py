@@ -142,6 +142,18 @@ class ScenarioBuilder:
         self.config = config
         self.source = source
 
+    def outline(self) -> dict:
+        """What `list scenarios` shows, from the config alone (no data touched): experiences in order,
+        preservation sets, headline metric and data source."""
+        cfg = self.config
+        names = lambda items: [getattr(x, "name", x) for x in items]  # noqa: E731
+        return {
+            "experiences": names(getattr(cfg, "experiences", [])),
+            "preservation": names(getattr(cfg, "base_languages", [])),
+            "metric": cfg.metric,
+            "data_source": getattr(cfg, "data_source", ""),
+        }
+
     def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
         raise NotImplementedError
 

@@ -71,6 +71,9 @@ class CodeSwitchingConfig:
 class CodeSwitchingBuilder(ScenarioBuilder):
     config_class = CodeSwitchingConfig
 
+    def outline(self) -> dict:
+        return {**super().outline(), "experiences": list(self.config.pairs), "preservation": self.config.languages}
+
     def _voices(self, lang: str, voices: list[VoiceConfig]) -> tuple[Voice, ...]:
         return tuple(Voice(ESPEAK_VOICE.get(lang, lang), v.variant, v.rate, v.pitch) for v in voices)
 

@@ -46,6 +46,7 @@ class LanguagesConfig:
     lid_candidates: list[str] = field(default_factory=lambda: ["en", "de", "es", "fr", "it", "pt", "nl"])
     test_pool: int = 40
     silence_seconds: float = 0.3
+    data_source: str = "synthetic: the project's sentence bank spoken by espeak-ng voices"
 
     def __post_init__(self):
         banks = set(available_languages())

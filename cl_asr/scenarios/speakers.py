@@ -7,11 +7,22 @@ then of new voices with background noise, then three talkers). Mixtures are made
 (cl_asr/data/mixing.py) from single-talker utterances of the sentence bank; single-talker clean speech of
 the voices involved is the preservation set. A strategy without speaker conditioning cannot know which
 talker is wanted: that is the baseline's failure the scenario exposes.
+
+With `source: {kind: librispeech, train_root: ..., test_root: ...}` the talkers are real LibriSpeech speakers
+instead (LibriMix-style mixtures made on the fly, scenarios/librimix.yaml): each condition draws `speakers`
+speakers of each root (the roots' speaker ids shuffled with a fixed seed and dealt out to the conditions in
+order, so conditions get disjoint groups while the root has enough speakers); targets, interferers and
+enrolment utterances are utterances of those speakers (the enrolment never the target utterance itself);
+training mixtures come from train_root, test mixtures and the single-talker preservation set from test_root.
+Only the utterances used are decoded: per speaker, the first few (by id) that fit the encoder window.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
@@ -19,29 +30,54 @@ from avalanche.benchmarks.utils import AvalancheDataset
 
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.mixing import MixSpec, mix
+from ..data.real_corpora import CorpusError, MissingDataError, load_librispeech_dir
 from ..data.text_bank import split_sentences
 from ..data.tts import SAMPLE_RATE, Voice
 from ..methods.base import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .corpus import expand_arg
 from .languages import VoiceConfig
 
 
 @dataclass
 class ConditionConfig:
     name: str
-    voices: list[VoiceConfig] = field(metadata={"help": "the speaker group: targets and interferers are drawn from it"})
+    voices: list[VoiceConfig] = field(default_factory=list, metadata={
+        "help": "synthetic source: the speaker group, targets and interferers are drawn from it"})
     talkers: int = field(default=2, metadata={"help": "talkers per mixture (target + talkers-1 interferers)"})
     overlap: float = field(default=0.5, metadata={"help": "share of the target each interferer overlaps"})
     sir_db: float = field(default=0.0, metadata={"help": "target-to-interferer power ratio"})
     noise_snr_db: float | None = field(default=None, metadata={"help": "white noise at this SNR; null = none"})
+    speakers: int | None = field(default=None, metadata={
+        "help": "librispeech source: how many speakers of each root this condition draws"})
 
     def __post_init__(self):
         if self.talkers < 1:
             raise ValueError(f"condition {self.name}: talkers must be at least 1, got {self.talkers}")
-        if len(self.voices) < self.talkers:
+        if self.voices and len(self.voices) < self.talkers:
             raise ValueError(f"condition {self.name}: {self.talkers} talkers need at least as many voices, "
                              f"got {len(self.voices)}")
+        if self.speakers is not None and self.speakers < self.talkers:
+            raise ValueError(f"condition {self.name}: {self.talkers} talkers need at least as many speakers, "
+                             f"got {self.speakers}")
         MixSpec(self.overlap, self.sir_db, self.noise_snr_db)  # validates the overlap
+
+
+@dataclass
+class SourceConfig:
+    kind: Literal["synthetic", "librispeech"] = field(default="synthetic", metadata={
+        "help": "synthetic: espeak-ng voices; librispeech: real speakers of LibriSpeech-format directories"})
+    train_root: str | None = field(default=None, metadata={
+        "help": "librispeech: the training speech (e.g. train-clean-100); ${VAR} / ${VAR:-default} expanded"})
+    test_root: str | None = field(default=None, metadata={
+        "help": "librispeech: the test and preservation speech (e.g. test-clean); ${VAR} expanded"})
+
+    def __post_init__(self):
+        roots = [k for k in ("train_root", "test_root") if getattr(self, k)]
+        if self.kind == "librispeech" and len(roots) < 2:
+            raise ValueError("a librispeech source needs train_root and test_root")
+        if self.kind == "synthetic" and roots:
+            raise ValueError(f"{', '.join(roots)}: only a librispeech source reads directories")
 
 
 @dataclass
@@ -56,11 +92,22 @@ class SpeakersConfig:
     test_pool: int = 40
     silence_seconds: float = 0.3
     data_source: str = "synthetic: espeak-ng voices mixed on the fly; enrolment embeddings from resemblyzer"
+    source: SourceConfig = field(default_factory=SourceConfig, metadata={
+        "help": "where the talkers come from (default: synthetic espeak-ng voices)"})
 
     def __post_init__(self):
         names = [c.name for c in self.experiences]
         if len(set(names)) != len(names):
             raise ValueError(f"experience names must be unique, got {names}")
+        for c in self.experiences:
+            if self.source.kind == "synthetic" and (not c.voices or c.speakers is not None):
+                raise ValueError(f"condition {c.name}: the synthetic source needs voices (espeak-ng voices), "
+                                 f"not speakers")
+            if self.source.kind == "librispeech" and (c.speakers is None or c.voices):
+                raise ValueError(f"condition {c.name}: a librispeech source needs speakers (how many LibriSpeech "
+                                 f"speakers the condition draws), not voices")
+        if self.source.kind == "librispeech" and self.language != "en":
+            raise ValueError(f"LibriSpeech is English: language must be en, got {self.language!r}")
 
     def profile(self, name: str) -> ProfileConfig:
         if name not in self.profiles:
@@ -92,6 +139,8 @@ def mixture_dataset(name: str, sources: list[dict], cond: ConditionConfig, max_s
         rows["speaker"].append(src["speaker"])
         rows["duration"].append(len(audio) / SAMPLE_RATE)
         rows["enrolment"].append(speaker_embedding(src["enrolment"]))
+        if "ids" in src:  # real utterances: which ones were mixed (as LibriMix's metadata files record)
+            facts = {**facts, "sources": src["ids"]}
         rows["mix"].append(json.dumps(facts))
     features = _features({"enrolment": datasets.List(datasets.Value("float32")), "mix": datasets.Value("string")})
     ds = datasets.Dataset.from_dict(rows, features=features)
@@ -101,6 +150,9 @@ def mixture_dataset(name: str, sources: list[dict], cond: ConditionConfig, max_s
 @register_builder("speakers")
 class SpeakersBuilder(ScenarioBuilder):
     config_class = SpeakersConfig
+
+    def outline(self) -> dict:
+        return {**super().outline(), "preservation": ["single_talker"]}
 
     def _plan(self, cond: ConditionConfig, pool: list[str], n: int, split: str, index: int):
         """Who says what: for each mixture a target (voice, sentence), interferers and an enrolment sentence
@@ -141,19 +193,29 @@ class SpeakersBuilder(ScenarioBuilder):
 
     def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
         cfg = self.config
-        train_pool, test_pool = split_sentences(cfg.language, cfg.test_pool)
         max_seconds = profile.encoder_window_seconds
+        if cfg.source.kind == "librispeech":
+            talkers = _LibriSpeechTalkers(self, profile)
+            make_sources = talkers.sources
+            # Preservation: every test speaker involved, speaking alone (clean), with its enrolment embedding.
+            single = ConditionConfig("single", talkers=1, speakers=len(talkers.groups[("test", -1)]))
+        else:
+            train_pool, test_pool = split_sentences(cfg.language, cfg.test_pool)
+            pools = {"train": train_pool, "test": test_pool}
+
+            def make_sources(cond, split, n, name, index):
+                return self._sources(self._plan(cond, pools[split], n, split, index), name, progress)
+
+            # Preservation: every voice involved, speaking alone (clean), with its enrolment embedding.
+            single = ConditionConfig("single", [v for c in cfg.experiences for v in c.voices], talkers=1)
         train, test, preservation = [], [], []
         for i, cond in enumerate(cfg.experiences):
-            for split, pool, n, out in (("train", train_pool, profile.n_train, train),
-                                        ("test", test_pool, profile.n_test, test)):
+            for split, n, out in (("train", profile.n_train, train), ("test", profile.n_test, test)):
                 name = f"{cfg.name}/{cond.name}/{split}"
-                sources = self._sources(self._plan(cond, pool, n, split, i), name, progress)
+                sources = make_sources(cond, split, n, name, i)
                 out.append(mixture_dataset(name, sources, cond, max_seconds, seed=hash_seed(name)))
-        # Preservation: every voice involved, speaking alone (clean), with its enrolment embedding.
-        single = ConditionConfig("single", [v for c in cfg.experiences for v in c.voices], talkers=1)
         name = f"{cfg.name}/single/test"
-        sources = self._sources(self._plan(single, test_pool, profile.n_test, "test", -1), name, progress)
+        sources = make_sources(single, "test", profile.n_test, name, -1)
         preservation.append(mixture_dataset(name, sources, single, max_seconds, seed=hash_seed(name)))
 
         targets: dict[tuple[str, int], Target] = {}
@@ -166,17 +228,101 @@ class SpeakersBuilder(ScenarioBuilder):
             preservation=[AvalancheDataset([d]) for d in preservation],
         )
         durations = [float(d) for ds in (*train, *test, *preservation) for d in ds["duration"]]
+        conditions = {c.name: {"talkers": c.talkers, "overlap": c.overlap, "sir_db": c.sir_db,
+                               "noise_snr_db": c.noise_snr_db, "voices": len(c.voices)} for c in cfg.experiences}
+        if cfg.source.kind == "librispeech":
+            for i, c in enumerate(cfg.experiences):
+                del conditions[c.name]["voices"]
+                conditions[c.name]["speakers"] = {s: talkers.groups[(s, i)] for s in ("train", "test")}
         settings = {
             "decode_language": {cfg.language: cfg.language},
             "data_source": cfg.data_source,
-            "conditions": {c.name: {"talkers": c.talkers, "overlap": c.overlap, "sir_db": c.sir_db,
-                                    "noise_snr_db": c.noise_snr_db, "voices": len(c.voices)} for c in cfg.experiences},
+            "conditions": conditions,
             "utterances": {
                 "train_per_experience": profile.n_train, "test_per_set": profile.n_test, "total": len(durations),
                 "hours": round(sum(durations) / 3600, 4), "max_seconds": round(max(durations), 2),
             },
         }
+        if cfg.source.kind == "librispeech":
+            settings["source"] = {"kind": "librispeech", **talkers.roots, "max_target_seconds": talkers.max_seconds,
+                                  "utterances_per_speaker": talkers.per_speaker}
         return Scenario(cfg.name, cfg.metric, benchmark, targets, settings)
+
+
+class _LibriSpeechTalkers:
+    """The talkers of a librispeech source: a speaker group per (split, condition index; -1 = the single-talker
+    preservation set, every test speaker of the conditions), and per speaker the first `per_speaker[split]`
+    utterances (by id) that fit the window, decoded only when the speaker is first used."""
+
+    def __init__(self, builder: "SpeakersBuilder", profile: ProfileConfig):
+        cfg = self.cfg = builder.config
+        self.padded = builder._padded
+        self.max_seconds = profile.encoder_window_seconds - 2 * cfg.silence_seconds  # the padded target fits
+        if self.max_seconds <= 0:
+            raise ValueError(f"{builder.source}: encoder window {profile.encoder_window_seconds} s leaves no room "
+                             f"for targets after 2 x silence_seconds={cfg.silence_seconds}")
+        self.roots = {s: expand_arg(getattr(cfg.source, f"{s}_root"), f"{builder.source}: source.{s}_root", s)
+                      for s in ("train", "test")}
+        self.groups: dict[tuple[str, int], list[str]] = {}
+        for split, root in self.roots.items():
+            order = librispeech_speakers(root)
+            random.Random(f"{cfg.name}/{split}/speakers").shuffle(order)
+            start = 0
+            for i, c in enumerate(cfg.experiences):  # dealt out in turn: disjoint until the root runs out
+                if c.speakers > len(order):
+                    raise CorpusError(f"condition {c.name} draws {c.speakers} speakers, but {root} has only "
+                                      f"{len(order)}")
+                self.groups[(split, i)] = [order[(start + k) % len(order)] for k in range(c.speakers)]
+                start += c.speakers
+        self.groups[("test", -1)] = list(dict.fromkeys(
+            s for i in range(len(cfg.experiences)) for s in self.groups[("test", i)]))
+        n = {"train": profile.n_train, "test": profile.n_test}
+        # Enough for distinct targets across a condition's mixtures, plus one for the enrolment.
+        self.per_speaker = {s: math.ceil(n[s] / min(c.speakers for c in cfg.experiences)) + 1 for s in n}
+        self._pools: dict[tuple[str, str], list[dict]] = {}
+
+    def pool(self, split: str, speaker: str) -> list[dict]:
+        if (split, speaker) not in self._pools:
+            ds = load_librispeech_dir(self.roots[split], limit=self.per_speaker[split], max_seconds=self.max_seconds,
+                                      where={"speaker": speaker})
+            self._pools[(split, speaker)] = [{"id": r["id"], "text": r["text"], "audio": r["audio"]["array"]}
+                                             for r in ds]
+        return self._pools[(split, speaker)]
+
+    def sources(self, cond: ConditionConfig, split: str, n: int, name: str, index: int) -> list[dict]:
+        """The planning of SpeakersBuilder._plan with utterances for sentences: target speakers in turn, each
+        one's targets in turn, interferers of other speakers of the group, an enrolment utterance of the target
+        speaker other than the target; fixed by the scenario, not by the run's seed."""
+        rnd = random.Random(f"{self.cfg.name}/{cond.name}/{split}")
+        group = self.groups[(split, index)]
+        out = []
+        for i in range(n):
+            speaker = group[i % len(group)]
+            others = rnd.sample([s for s in group if s != speaker], cond.talkers - 1)
+            pool = self.pool(split, speaker)
+            if len(pool) < 2:
+                raise CorpusError(f"{self.roots[split]}: speaker {speaker} has {len(pool)} utterance(s) of at most "
+                                  f"{self.max_seconds:g} s; a target needs another one for its enrolment")
+            t = (i // len(group)) % len(pool)
+            target, enrolment = pool[t], pool[rnd.choice([k for k in range(len(pool)) if k != t])]
+            interferers = [rnd.choice(self.pool(split, s)) for s in others]
+            out.append({"target": self.padded(target["audio"]), "text": target["text"], "speaker": speaker,
+                        "language": self.cfg.language, "interferers": [x["audio"] for x in interferers],
+                        "enrolment": enrolment["audio"],
+                        "ids": {"target": target["id"], "interferers": [x["id"] for x in interferers],
+                                "enrolment": enrolment["id"]}})
+        return out
+
+
+def librispeech_speakers(root: str | None) -> list[str]:
+    """Sorted speaker ids of a LibriSpeech-format directory, from its transcript file names (nothing decoded);
+    a missing directory raises the loader's MissingDataError."""
+    base = Path(root).expanduser() if root else None
+    found = sorted({p.name.split("-")[0] for p in base.rglob("*.trans.txt")}) if base and base.is_dir() else []
+    if not found:
+        load_librispeech_dir(root, limit=1)  # raises MissingDataError: no such directory, or no transcripts
+        raise MissingDataError(f"{root}: no LibriSpeech speakers found")
+    return found
 
 
 def hash_seed(name: str) -> int:

@@ -69,6 +69,10 @@ def text_only_dataset(name: str, language: str, sentences) -> "datasets.Dataset"
 class TextDomainsBuilder(ScenarioBuilder):
     config_class = TextDomainsConfig
 
+    def outline(self) -> dict:
+        return {**super().outline(), "experiences": list(self.config.domains), "preservation": ["general_en"],
+                "metric": f"{self.config.metric} (+ entity error rate)"}
+
     def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
         cfg = self.config
         voices = tuple(Voice(cfg.language, v.variant, v.rate, v.pitch) for v in cfg.test_voices)
