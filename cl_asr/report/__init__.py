@@ -53,6 +53,11 @@ def _facts(meta: dict) -> str:
         f"- **Device**: {device}; git commit `{(git.get('commit') or 'unknown')[:12]}`"
         f"{' (uncommitted changes)' if git.get('dirty') else ''}; started {meta.get('started', '?')}",
     ]
+    if settings.get("text_only_training"):
+        lines.append("- **Text-only training**: the training sets have no audio. The encoder gets no input and the "
+                     "decoder attends to one all-zero frame (the 'empty prompt'), so only decoder-side parameters "
+                     "learn: `fft` here is decoder fine-tuning on text without a prompt, the baseline `text_spt` "
+                     "is compared with; `text_spt` attends to its learned pseudo-audio prompt instead.")
     if meta.get("command"):
         lines.append(f"- **Command**: `{meta['command']}`")
     return "\n".join(lines)
