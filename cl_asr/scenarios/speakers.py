@@ -244,7 +244,8 @@ class SpeakersBuilder(ScenarioBuilder):
             },
         }
         if cfg.source.kind == "librispeech":
-            settings["source"] = {"kind": "librispeech", **talkers.roots, "max_target_seconds": talkers.max_seconds,
+            settings["source"] = {"kind": "librispeech", "train_root": talkers.roots["train"],
+                                  "test_root": talkers.roots["test"], "max_target_seconds": talkers.max_seconds,
                                   "utterances_per_speaker": talkers.per_speaker}
         return Scenario(cfg.name, cfg.metric, benchmark, targets, settings)
 
