@@ -131,7 +131,7 @@ def run_benchmark(req: RunRequest) -> Path:
     # Resolve every name before any expensive work, so typos fail in a second.
     classes = {name: get_method(name) for name in req.strategies}
     builder = load_scenario_builder(req.scenario)
-    profile = builder.config.profile(req.profile)
+    profile = builder.profile(req.profile)
     configs = {name: method_config(name, req.profile, profile.prompt_length) for name in req.strategies}
     backbone_spec = req.backbone or profile.backbone
     _check_writable(out)

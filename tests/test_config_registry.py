@@ -65,12 +65,13 @@ def test_unknown_scenario_suggests_the_closest():
 
 
 def test_languages_scenario_profiles_and_unknown_profile():
-    cfg = load_scenario_builder("languages").config
+    builder = load_scenario_builder("languages")
+    cfg = builder.config
     assert cfg.base_languages == ["en", "de", "es"] and cfg.experiences == ["eo", "ia", "ga"]
-    assert cfg.profile("micro").backbone == "tiny:random"
-    assert cfg.profile("quick").backbone == "offline:whisper-base"
+    assert builder.profile("micro").backbone == "tiny:random"
+    assert builder.profile("quick").backbone == "offline:whisper-base"
     with pytest.raises(ValueError, match="no profile 'huge'; it has: micro, quick, full"):
-        cfg.profile("huge")
+        builder.profile("huge")
 
 
 def test_method_config_reads_baselines_and_profile_prompt_length():

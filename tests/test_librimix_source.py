@@ -61,7 +61,7 @@ def built(tmp_path_factory, tiny):
             mp.setenv("LIBRISPEECH_TEST_DIR", str(tmp / "test-clean"))
             mp.setattr(rc, "read_audio", counting)
             builder = load_scenario_builder("librimix")
-            scenario = builder.build(builder.config.profile("micro"), tiny, tiny.feature_extractor, progress=False)
+            scenario = builder.build(builder.profile("micro"), tiny, tiny.feature_extractor, progress=False)
             enrolment_check = speaker_embedding(first_enrolment(scenario, tmp))
     finally:
         torch.set_num_threads(threads)
@@ -118,7 +118,7 @@ def test_streams_rows_and_provenance(built):
 
 def test_missing_env_var_dir_and_too_few_speakers(tmp_path, monkeypatch):
     builder = load_scenario_builder("librimix")  # loads without the variables (data is read in build())
-    micro = builder.config.profile("micro")
+    micro = builder.profile("micro")
     for var in VARS:
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(MissingDataError, match=r"source\.train_root .*LIBRISPEECH_TRAIN_DIR is not set"):

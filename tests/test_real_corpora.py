@@ -396,7 +396,7 @@ def test_cv_scenario_without_cv_root_fails_clearly_at_build(monkeypatch):
     monkeypatch.delenv("CV_ROOT", raising=False)
     builder = load_scenario_builder("cv_clmasr")
     with pytest.raises(MissingDataError, match=r"args\.root is '\$\{CV_ROOT\}'.*CV_ROOT is not set"):
-        builder.build(builder.config.profile("micro"), None, None, progress=False)
+        builder.build(builder.profile("micro"), None, None, progress=False)
 
 
 def test_arg_expansion(monkeypatch):
@@ -439,7 +439,7 @@ def test_corpus_builder_builds_a_scenario_from_a_local_fleurs_copy(decode, tmp_p
     path.write_text(textwrap.dedent(SCENARIO.format(decode=decode)), encoding="utf-8")
     monkeypatch.setenv("FLEURS_FIXTURE", str(data))
     builder = load_scenario_builder(str(path))
-    scenario = builder.build(builder.config.profile("micro"), tiny, tiny.feature_extractor, progress=False)
+    scenario = builder.build(builder.profile("micro"), tiny, tiny.feature_extractor, progress=False)
 
     assert scenario.metric == "cer" and scenario.experience_names == ["ast"] and scenario.preservation_names == ["en"]
     train = scenario.benchmark.train_stream[0].dataset

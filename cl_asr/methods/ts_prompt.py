@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .base import Route, Target, register_method
-from .prompts import PromptSet, SoftPromptConfig, SoftPromptMethod, _preset
+from .prompts import PromptSet, SoftPromptMethod, _preset
 
 
 class SpeakerPromptSet(nn.Module):

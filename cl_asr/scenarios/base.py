@@ -136,11 +136,42 @@ def _has_audio(avalanche_dataset) -> bool:
 
 
 class ScenarioBuilder:
+    """Builds a Scenario from its config (a dataclass with at least name, metric and `profiles`)."""
+
     config_class: ClassVar[type]
 
     def __init__(self, config, source: str):
         self.config = config
         self.source = source
+
+    def profile(self, name: str) -> ProfileConfig:
+        profiles = self.config.profiles
+        if name not in profiles:
+            raise ValueError(f"scenario {self.config.name!r} has no profile {name!r}; it has: {', '.join(profiles)}")
+        return profiles[name]
+
+    def assemble(self, profile: ProfileConfig, train: list, test: list, preservation: list,
+                 targets: dict, settings: dict, set_metrics: dict | None = None) -> Scenario:
+        """The Scenario from its datasets (one per experience / preservation set, in order): an Avalanche
+        benchmark with train, test and preservation streams, and the utterance counts added to `settings`."""
+        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+        from avalanche.benchmarks.utils import AvalancheDataset
+
+        benchmark = benchmark_from_datasets(
+            train=[AvalancheDataset([d]) for d in train], test=[AvalancheDataset([d]) for d in test],
+            preservation=[AvalancheDataset([d]) for d in preservation],
+        )
+        with_audio = [d for d in (*train, *test, *preservation) if "duration" in d.column_names]
+        durations = [float(x) for d in with_audio for x in d["duration"]]
+        text_only = len(with_audio) < len(train) + len(test) + len(preservation)
+        settings.setdefault("utterances", {}).update({
+            ("train_sentences_per_experience" if text_only else "train_per_experience"): profile.n_train,
+            "test_per_set": profile.n_test,
+            ("total_test" if text_only else "total"): len(durations),
+            "hours": round(sum(durations) / 3600, 4),
+            "max_seconds": round(max(durations), 2),
+        })
+        return Scenario(self.config.name, self.config.metric, benchmark, targets, settings, set_metrics or {})
 
     def outline(self) -> dict:
         """What `list scenarios` shows, from the config alone (no data touched): experiences in order,

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-from avalanche.benchmarks.utils import AvalancheDataset
 
 from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.code_switch_text import PAIRS, code_switched_sentences, sentence_text
@@ -56,10 +54,6 @@ class CodeSwitchingConfig:
         if not self.train_voices or not self.test_voices:
             raise ValueError("train_voices and test_voices must each name at least one voice")
 
-    def profile(self, name: str) -> ProfileConfig:
-        if name not in self.profiles:
-            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
-        return self.profiles[name]
 
     @property
     def languages(self) -> list[str]:
@@ -117,18 +111,6 @@ class CodeSwitchingBuilder(ScenarioBuilder):
         for i, lang in enumerate(cfg.languages):
             targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
 
-        benchmark = benchmark_from_datasets(
-            train=[AvalancheDataset([train[p]]) for p in cfg.pairs],
-            test=[AvalancheDataset([test[p]]) for p in cfg.pairs],
-            preservation=[AvalancheDataset([preservation[lang]]) for lang in cfg.languages],
-        )
-        durations = [float(d) for ds in (*train.values(), *test.values(), *preservation.values()) for d in ds["duration"]]
-        settings = {
-            "decode_language": decode,
-            "data_source": cfg.data_source,
-            "utterances": {
-                "train_per_experience": profile.n_train, "test_per_set": profile.n_test, "total": len(durations),
-                "hours": round(sum(durations) / 3600, 4), "max_seconds": round(max(durations), 2),
-            },
-        }
-        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings, set_metrics)
+        settings = {"decode_language": decode, "data_source": cfg.data_source}
+        return self.assemble(profile, [train[p] for p in cfg.pairs], [test[p] for p in cfg.pairs],
+                             [preservation[lang] for lang in cfg.languages], targets, settings, set_metrics)

@@ -101,10 +101,6 @@ class CorpusConfig:
             if code not in WHISPER_LANGUAGES:
                 raise ValueError(f"lid_candidates: {code!r} is not a language Whisper knows")
 
-    def profile(self, name: str) -> ProfileConfig:
-        if name not in self.profiles:
-            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
-        return self.profiles[name]
 
 
 def expand_arg(value: Any, where: str, split: str) -> Any:
@@ -145,9 +141,6 @@ class CorpusBuilder(ScenarioBuilder):
         return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
 
     def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
-        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-        from avalanche.benchmarks.utils import AvalancheDataset
-
         cfg = self.config
         window = profile.encoder_window_seconds
         train, test, preservation = {}, {}, {}
@@ -185,27 +178,9 @@ class CorpusBuilder(ScenarioBuilder):
         for i, spec in enumerate(cfg.base_languages):
             targets[("preservation", i)] = Target("preservation", i, spec.name, spec.language, decode[spec.name])
 
-        benchmark = benchmark_from_datasets(
-            train=[AvalancheDataset([train[s.name]]) for s in cfg.experiences],
-            test=[AvalancheDataset([test[s.name]]) for s in cfg.experiences],
-            preservation=[AvalancheDataset([preservation[s.name]]) for s in cfg.base_languages],
-        )
         sets = {**{f"train/{k}": v for k, v in train.items()}, **{f"test/{k}": v for k, v in test.items()},
                 **{f"preservation/{k}": v for k, v in preservation.items()}}
-        durations = [float(d) for ds in sets.values() for d in ds["duration"]]
-        settings = {
-            "decode_language": decode,
-            "lid_probabilities": lid,
-            "lid_candidates": cfg.lid_candidates,
-            "utterances": {
-                "train_per_experience": profile.n_train,
-                "test_per_set": profile.n_test,
-                "per_set": {k: len(v) for k, v in sets.items()},
-                "total": len(durations),
-                "hours": round(sum(durations) / 3600, 4),
-                "max_seconds": round(max(durations), 2),
-            },
-            "data_source": cfg.data_source,
-        }
-        extra = {"set_metrics": set_metrics} if set_metrics else {}
-        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings, **extra)
+        settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates,
+                    "utterances": {"per_set": {k: len(v) for k, v in sets.items()}}, "data_source": cfg.data_source}
+        return self.assemble(profile, [train[s.name] for s in cfg.experiences], [test[s.name] for s in cfg.experiences],
+                             [preservation[s.name] for s in cfg.base_languages], targets, settings, set_metrics)

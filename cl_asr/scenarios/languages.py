@@ -11,9 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
-from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-from avalanche.benchmarks.utils import AvalancheDataset
 
 from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpus import CorpusSpec, synthesize_corpus
@@ -67,10 +64,6 @@ class LanguagesConfig:
         if not self.train_voices or not self.test_voices:
             raise ValueError("train_voices and test_voices must each name at least one voice")
 
-    def profile(self, name: str) -> ProfileConfig:
-        if name not in self.profiles:
-            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
-        return self.profiles[name]
 
 
 @register_builder("languages")
@@ -120,22 +113,6 @@ class LanguagesBuilder(ScenarioBuilder):
         for i, lang in enumerate(cfg.base_languages):
             targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
 
-        benchmark = benchmark_from_datasets(
-            train=[AvalancheDataset([train[lang]]) for lang in cfg.experiences],
-            test=[AvalancheDataset([test[lang]]) for lang in cfg.experiences],
-            preservation=[AvalancheDataset([preservation[lang]]) for lang in cfg.base_languages],
-        )
-        durations = [float(d) for ds in (*train.values(), *test.values(), *preservation.values()) for d in ds["duration"]]
-        settings = {
-            "decode_language": decode,
-            "lid_probabilities": lid,
-            "lid_candidates": cfg.lid_candidates,
-            "utterances": {
-                "train_per_experience": profile.n_train,
-                "test_per_set": profile.n_test,
-                "total": len(durations),
-                "hours": round(sum(durations) / 3600, 4),
-                "max_seconds": round(max(durations), 2),
-            },
-        }
-        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings)
+        settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates}
+        return self.assemble(profile, [train[x] for x in cfg.experiences], [test[x] for x in cfg.experiences],
+                             [preservation[x] for x in cfg.base_languages], targets, settings)

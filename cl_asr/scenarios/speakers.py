@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-from avalanche.benchmarks.utils import AvalancheDataset
 
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.mixing import MixSpec, mix
@@ -109,10 +107,6 @@ class SpeakersConfig:
         if self.source.kind == "librispeech" and self.language != "en":
             raise ValueError(f"LibriSpeech is English: language must be en, got {self.language!r}")
 
-    def profile(self, name: str) -> ProfileConfig:
-        if name not in self.profiles:
-            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
-        return self.profiles[name]
 
 
 def mixture_dataset(name: str, sources: list[dict], cond: ConditionConfig, max_seconds: float, seed: int,
@@ -223,11 +217,6 @@ class SpeakersBuilder(ScenarioBuilder):
             for stream in ("train", "test"):
                 targets[(stream, i)] = Target(stream, i, cond.name, cfg.language, cfg.language)
         targets[("preservation", 0)] = Target("preservation", 0, "single_talker", cfg.language, cfg.language)
-        benchmark = benchmark_from_datasets(
-            train=[AvalancheDataset([d]) for d in train], test=[AvalancheDataset([d]) for d in test],
-            preservation=[AvalancheDataset([d]) for d in preservation],
-        )
-        durations = [float(d) for ds in (*train, *test, *preservation) for d in ds["duration"]]
         conditions = {c.name: {"talkers": c.talkers, "overlap": c.overlap, "sir_db": c.sir_db,
                                "noise_snr_db": c.noise_snr_db, "voices": len(c.voices)} for c in cfg.experiences}
         if cfg.source.kind == "librispeech":
@@ -238,16 +227,12 @@ class SpeakersBuilder(ScenarioBuilder):
             "decode_language": {cfg.language: cfg.language},
             "data_source": cfg.data_source,
             "conditions": conditions,
-            "utterances": {
-                "train_per_experience": profile.n_train, "test_per_set": profile.n_test, "total": len(durations),
-                "hours": round(sum(durations) / 3600, 4), "max_seconds": round(max(durations), 2),
-            },
         }
         if cfg.source.kind == "librispeech":
             settings["source"] = {"kind": "librispeech", "train_root": talkers.roots["train"],
                                   "test_root": talkers.roots["test"], "max_target_seconds": talkers.max_seconds,
                                   "utterances_per_speaker": talkers.per_speaker}
-        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings)
+        return self.assemble(profile, train, test, preservation, targets, settings)
 
 
 class _LibriSpeechTalkers:

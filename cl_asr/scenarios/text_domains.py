@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-from avalanche.benchmarks.utils import AvalancheDataset
 
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.domain_text import DOMAINS, domain_sentences
@@ -47,10 +45,6 @@ class TextDomainsConfig:
         if not self.test_voices:
             raise ValueError("test_voices must name at least one voice")
 
-    def profile(self, name: str) -> ProfileConfig:
-        if name not in self.profiles:
-            raise ValueError(f"scenario {self.name!r} has no profile {name!r}; it has: {', '.join(self.profiles)}")
-        return self.profiles[name]
 
 
 def text_only_dataset(name: str, language: str, sentences) -> "datasets.Dataset":  # noqa: F821
@@ -98,19 +92,6 @@ class TextDomainsBuilder(ScenarioBuilder):
                 targets[(stream, i)] = Target(stream, i, domain, cfg.language, cfg.language)
             set_metrics[("test", i)] = ("wer", "eer", "cer")
         targets[("preservation", 0)] = Target("preservation", 0, "general_en", cfg.language, cfg.language)
-        benchmark = benchmark_from_datasets(
-            train=[AvalancheDataset([d]) for d in train], test=[AvalancheDataset([d]) for d in test],
-            preservation=[AvalancheDataset([general])],
-        )
-        durations = [float(d) for ds in (*test, general) for d in ds["duration"]]
-        settings = {
-            "decode_language": {cfg.language: cfg.language},
-            "data_source": cfg.data_source,
-            "text_only_training": True,
-            "utterances": {
-                "train_sentences_per_experience": profile.n_train, "test_per_set": profile.n_test,
-                "total_test": len(durations), "hours": round(sum(durations) / 3600, 4),
-                "max_seconds": round(max(durations), 2),
-            },
-        }
-        return Scenario(cfg.name, cfg.metric, benchmark, targets, settings, set_metrics)
+        settings = {"decode_language": {cfg.language: cfg.language}, "data_source": cfg.data_source,
+                    "text_only_training": True}
+        return self.assemble(profile, train, test, [general], targets, settings, set_metrics)
