@@ -49,8 +49,16 @@ def _fmt(x: float) -> str:
 
 def check_claims(summary: pd.DataFrame, claims: list[dict]) -> list[Verdict]:
     out = []
+    scenario = summary.scenario.iloc[0] if len(summary) else None
     for c in claims:
         m = c["measure"]
+        if c.get("scenarios") and scenario not in c["scenarios"]:
+            out.append(Verdict(c["id"], c["text"], c["source"], "not tested",
+                               f"a claim about the {', '.join(c['scenarios'])} scenario(s)"))
+            continue
+        if m not in summary.columns:
+            out.append(Verdict(c["id"], c["text"], c["source"], "not tested", f"this run has no {m}"))
+            continue
         values = summary.groupby("strategy")[m].mean()
         need = {"better": [c.get("a"), c.get("b")], "at_least_as_good": [c.get("a"), c.get("b")],
                 "best_among": list(c.get("among", [])), "keeps_base": [*c.get("frozen", []), *c.get("changes", [])]}[c["kind"]]

@@ -70,7 +70,23 @@ def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
             "eval_seconds": cost.get("eval_seconds"),
             "peak_memory_mb": cost.get("peak_memory_mb"),
         })
-    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+    table = pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+    return _add_other_final_means(table, meta, results)
+
+
+def _add_other_final_means(table: pd.DataFrame, meta: dict, results: pd.DataFrame) -> pd.DataFrame:
+    """avg_<m>: final-row mean over the experiences' test sets of every other metric scored on all of them
+    (e.g. avg_eer, the entity error rate, on text_domains), so claims and readers can use it too."""
+    n_exp = len(meta["experiences"])
+    last = results[(results.trained_through == n_exp - 1) & (results.stream == "test")]
+    for m in dict.fromkeys(last.metric):
+        if m == meta["metric"] or last[last.metric == m].eval_on.nunique() < n_exp:
+            continue
+        means = last[last.metric == m].groupby(["strategy", "seed"]).value.mean()
+        col = f"avg_{m}"
+        pos = table.columns.get_loc("avg_error") + 1
+        table.insert(pos, col, [means.get((r.strategy, r.seed), float("nan")) for r in table.itertuples()])
+    return table
 
 
 def final_errors(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
