@@ -27,9 +27,9 @@ def test_a_joint_model_has_final_error_but_no_sequential_metrics():
         joint_metrics(np.array([[0.5, 0.6], [0.1, 0.1], [np.nan, 0.2]]))
 
 
-def summary(**avg):
-    rows = [{"strategy": s, "seed": 0, "avg_error": v, "base_error_delta": 0.0 if s != "fft" else 0.1}
-            for s, v in avg.items()]
+def summary(scenario="languages", **avg):
+    rows = [{"scenario": scenario, "strategy": s, "seed": 0, "avg_error": v,
+             "base_error_delta": 0.0 if s != "fft" else 0.1} for s, v in avg.items()]
     return pd.DataFrame(rows)
 
 
@@ -50,6 +50,19 @@ def test_claims_are_held_not_held_or_not_tested_from_the_numbers():
     got = {v.id: v for v in check_claims(s, list(claims.values()))}
     assert got["frozen_keep_base"].verdict == "not held" and "lora +0.010" not in got["frozen_keep_base"].figures
     assert "not: lora 0.010" in got["frozen_keep_base"].figures
+
+
+def test_claims_scoped_to_a_scenario_and_on_other_metrics():
+    claims = list(load_claims())
+    s = summary("text_domains", text_spt=0.28, zero_shot=0.31, fft=0.36, spt_entire=0.2, spt_decoder=0.3)
+    s["avg_eer"] = [0.58, 0.66, 0.67, 0.9, 0.9]
+    got = {v.id: v for v in check_claims(s, claims)}
+    assert got["entire_beats_decoder"].verdict == "not tested" and "languages" in got["entire_beats_decoder"].figures
+    assert got["text_spt_beats_zero_shot_eer"].verdict == "held"
+    assert "avg_eer: text_spt 0.580 vs zero_shot 0.660" in got["text_spt_beats_zero_shot_eer"].figures
+    assert got["text_spt_beats_empty_prompt_wer"].verdict == "held"
+    got = {v.id: v for v in check_claims(s.drop(columns="avg_eer"), claims)}
+    assert got["text_spt_beats_zero_shot_eer"].verdict == "not tested"
 
 
 def test_malformed_claims_file_names_the_claim(tmp_path):
