@@ -89,8 +89,8 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
     strategy.eval(scenario.benchmark.preservation_stream)
     seconds = time.perf_counter() - start
     rows, preds = [], []
+    extras = scenario.reference_extras()  # segments / entities by utterance id, read once per scenario
     for (stream, _), out in sorted(strategy.eval_outputs.items(), key=lambda kv: (kv[0][0] != "test", kv[0][1])):
-        extras = scenario.reference_extras()
         counts = score(out.refs, out.hyps, out.target.language, scenario.metrics_for(*out.target_key),
                        [extras.get(i, {}) for i in out.ids])
         for metric, c in counts.items():

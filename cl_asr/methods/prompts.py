@@ -36,6 +36,13 @@ PREV_TOKEN = "<|startofprev|>"
 SILENCE_LOG_MEL = -1.5
 
 
+def silence_log_mel(encoder: nn.Module) -> torch.Tensor:
+    """A whole encoder window of digital silence as log-mel input [1, n_mels, 2 x positions]."""
+    w = encoder.conv1.weight
+    return torch.full((1, w.shape[1], 2 * encoder.embed_positions.num_embeddings), SILENCE_LOG_MEL,
+                      device=w.device, dtype=w.dtype)
+
+
 def parse_layers(spec: str, n_layers: int, field_name: str) -> list[int]:
     """'none' | 'first' | 'all' | 'last:K' | '0,3,5' -> sorted layer indices."""
     spec = str(spec).strip()
@@ -348,8 +355,7 @@ class SoftPromptMethod(SetRoutedMethod):
         positions = enc.embed_positions.num_embeddings
         if length > positions:
             raise ValueError(f"prompt_length {length} exceeds the encoder's {positions} positions")
-        w = enc.conv1.weight
-        mel = torch.full((1, w.shape[1], 2 * positions), SILENCE_LOG_MEL, device=w.device, dtype=w.dtype)
+        mel = silence_log_mel(enc)
         x = torch.nn.functional.gelu(enc.conv2(torch.nn.functional.gelu(enc.conv1(mel)))).permute(0, 2, 1)
         x = x + enc.embed_positions.weight
         out = []

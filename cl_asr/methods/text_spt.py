@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import Method, MethodConfig, Target, freeze, register_method
-from .prompts import SILENCE_LOG_MEL
+from .prompts import silence_log_mel
 
 
 @dataclass
@@ -99,10 +99,7 @@ class TextSoftPrompt(Method):
     def _silence_output(self) -> torch.Tensor:
         """The encoder's output for digital silence, its first L frames."""
         enc = self.model.model.encoder
-        w = enc.conv1.weight
-        mel = torch.full((1, w.shape[1], 2 * enc.embed_positions.num_embeddings), SILENCE_LOG_MEL,
-                         device=w.device, dtype=w.dtype)
-        out = enc(mel).last_hidden_state[0, : self.config.prompt_length]
+        out = enc(silence_log_mel(enc)).last_hidden_state[0, : self.config.prompt_length]
         return out.detach().clone()
 
     def _decoder_params(self) -> list[nn.Parameter]:
