@@ -42,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="run directory (default runs/<timestamp>)")
     run.add_argument("--backbone", default=None, help="backbone spec, overriding the profile's "
                      "(offline:whisper-base, tiny:random, a local directory or a hub id)")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    seeds.add_argument("--seeds", default=None, metavar="0,1,2",
+                       help="comma-separated seeds: every strategy runs once per seed; reports give mean ± std "
+                       "and bootstrap intervals")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
@@ -115,10 +119,18 @@ def _run(args) -> int:
         raise ValueError("--strategies names no strategy")
     if len(set(strategies)) != len(strategies):
         raise ValueError(f"--strategies names a strategy twice: {args.strategies}")
+    seeds = [0] if args.seed is None else [args.seed]
+    if args.seeds is not None:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}") from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seeds: expected distinct integers such as 0,1,2, got {args.seeds!r}")
     command = "python run_suite.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_benchmark(RunRequest(
         scenario=args.scenario, strategies=strategies, profile=args.profile, out_dir=out, backbone=args.backbone,
-        seed=args.seed, device=args.device, progress=not args.no_progress, report=not args.no_report,
+        seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
         command=command.strip(),
     ))
     return 0

@@ -29,7 +29,7 @@ from .cl.resources import PeakMemory
 from .cl.template import ASRTemplate, DecodeMemo
 from .env_info import device_info, git_commit, package_versions
 from .methods import get_method, method_config
-from .metrics.text import score
+from .metrics.text import score_utterances
 from .results import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
 from .scenarios import load_scenario_builder, scenario_path
 
@@ -41,7 +41,7 @@ class RunRequest:
     profile: str
     out_dir: Path
     backbone: str | None = None
-    seed: int = 0
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     device: str | None = None
     progress: bool = True
     report: bool = True
@@ -91,19 +91,24 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
     rows, preds = [], []
     extras = scenario.reference_extras()  # segments / entities by utterance id, read once per scenario
     for (stream, _), out in sorted(strategy.eval_outputs.items(), key=lambda kv: (kv[0][0] != "test", kv[0][1])):
-        counts = score(out.refs, out.hyps, out.target.language, scenario.metrics_for(*out.target_key),
-                       [extras.get(i, {}) for i in out.ids])
-        for metric, c in counts.items():
+        per_utt = score_utterances(out.refs, out.hyps, out.target.language, scenario.metrics_for(*out.target_key),
+                                   [extras.get(i, {}) for i in out.ids])
+        for metric, counts in per_utt.items():
+            edits, ref_tokens = sum(c.edits for c in counts), sum(c.ref_tokens for c in counts)
             rows.append({
                 "scenario": scenario.name, "strategy": name, "seed": seed, "trained_through": trained_through,
-                "eval_on": out.target.name, "metric": metric, "value": c.rate, "edits": c.edits,
-                "ref_tokens": c.ref_tokens, "n_utts": len(out.refs), "stream": stream,
+                "eval_on": out.target.name, "metric": metric,
+                "value": edits / ref_tokens if ref_tokens else float("nan"), "edits": edits,
+                "ref_tokens": ref_tokens, "n_utts": len(out.refs), "stream": stream,
                 "decode_language": out.target.decode_language, "reused": out.reused,
                 **({"routing": routing, "routing_accuracy": out.routing_accuracy} if routing else {}),
             })
         preds.append({
             "strategy": name, "seed": seed, "trained_through": trained_through, "eval_on": out.target.name,
             "stream": stream, "ids": out.ids, "refs": out.refs, "hyps": out.hyps,
+            # per-utterance counts: every figure, bootstrap interval and worst-utterance table comes from these
+            "edits": {m: [c.edits for c in cs] for m, cs in per_utt.items()},
+            "ref_tokens": {m: [c.ref_tokens for c in cs] for m, cs in per_utt.items()},
             **({"routes": out.routes, "oracle_route": out.oracle_route} if routing else {}),
         })
     return rows, preds, seconds
@@ -138,7 +143,11 @@ def run_benchmark(req: RunRequest) -> Path:
 
     device = torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _log(f"loading backbone {backbone_spec} on {device}")
-    backbone = load_backbone(backbone_spec, seed=req.seed)
+    if not req.seeds or len(set(req.seeds)) != len(req.seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
+    # Seed 0 for a random backbone whatever the run's seeds: the backbone stands for a pretrained model that
+    # every seed starts from, so seeds vary only what adaptation randomises (new parameters, order, dropout).
+    backbone = load_backbone(backbone_spec, seed=0)
     set_encoder_window(backbone.model, profile.encoder_window_seconds)
     feature_extractor = window_feature_extractor(backbone.feature_extractor, profile.encoder_window_seconds)
     pristine = backbone.model.to(device).eval()
@@ -163,7 +172,7 @@ def run_benchmark(req: RunRequest) -> Path:
         "profile": req.profile,
         "profile_config": dataclasses.asdict(profile),
         "backbone": backbone_spec,
-        "seed": req.seed,
+        "seeds": req.seeds,
         "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
     }
     results_path, preds_path, meta_path = out / "results.jsonl", out / "predictions.jsonl", out / "run.json"
@@ -195,6 +204,8 @@ def run_benchmark(req: RunRequest) -> Path:
                 f"the current {dataclasses.asdict(configs[name])}: use another --out directory"
             )
     config["strategies"] = {**meta.get("config", {}).get("strategies", {}), **config["strategies"]}
+    old_seeds = meta.get("config", {}).get("seeds", [meta.get("config", {}).get("seed", 0)] if meta.get("config") else [])
+    config["seeds"] = sorted(set(old_seeds) | set(req.seeds))  # a run directory may gather seeds over calls
     meta.update({
         "config": config,
         "status": "running",
@@ -212,73 +223,74 @@ def run_benchmark(req: RunRequest) -> Path:
 
     memo = DecodeMemo()
     memo_context = (backbone_spec, profile.encoder_window_seconds)
-    for name in req.strategies:
-        if (name, req.seed) in complete:
-            _log(f"{name} (seed {req.seed}): already complete, skipped")
-            continue
-        _log(f"strategy {name} (seed {req.seed})")
-        release_memory(device)
-        seed_everything(req.seed)
-        method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=req.seed)
-        method.base_languages = base_languages
-        method.setup()
-        problem = method.problem_with(scenario) if method.trains else None
-        if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
-            _log(f"{name} cannot run on {scenario.name}: {problem}")
-            meta["strategy_runs"] = [s for s in meta["strategy_runs"] if (s["strategy"], s["seed"]) != (name, req.seed)]
+    for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
+        for name in req.strategies:
+            if (name, seed) in complete:
+                _log(f"{name} (seed {seed}): already complete, skipped")
+                continue
+            _log(f"strategy {name} (seed {seed})")
+            release_memory(device)
+            seed_everything(seed)
+            method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=seed)
+            method.base_languages = base_languages
+            method.setup()
+            problem = method.problem_with(scenario) if method.trains else None
+            if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
+                _log(f"{name} cannot run on {scenario.name}: {problem}")
+                meta["strategy_runs"] = [s for s in meta["strategy_runs"] if (s["strategy"], s["seed"]) != (name, seed)]
+                meta["strategy_runs"].append({
+                    "strategy": name, "seed": seed, "description": classes[name].description,
+                    "config": dataclasses.asdict(configs[name]),
+                    "failure": {"kind": "cannot run", "reason": problem},
+                })
+                write_json_atomic(meta_path, meta)
+                del method
+                continue
+            strategy = ASRTemplate(
+                method=method, collator=collator, target_of=scenario.target_of,
+                train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,
+                max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
+                seed=seed, progress=req.progress,
+            )
+            train_seconds, eval_seconds, trainable = [], 0.0, 0
+            decodes = {"computed": 0, "reused": 0}
+            with PeakMemory(device) as mem:
+                for step in steps[name]:
+                    if step >= 0 and method.trains:
+                        t0 = time.perf_counter()
+                        strategy.train(scenario.joint_train_experience() if method.joint
+                                       else scenario.benchmark.train_stream[step])
+                        train_seconds.append(time.perf_counter() - t0)
+                        trainable = max(trainable, strategy.last_trainable)
+                    rows, preds, secs = _evaluate(strategy, scenario, name, seed, step)
+                    eval_seconds += secs
+                    for o in strategy.eval_outputs.values():
+                        decodes["reused" if o.reused else "computed"] += 1
+                    append_jsonl(results_path, rows)
+                    append_jsonl(preds_path, preds)
+                    summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
+                    after = "all experiences at once" if method.joint else scenario.experience_names[step]
+                    _log(f"  {name} after {'no training' if step < 0 else after}: "
+                         f"{scenario.metric} {summary}")
             meta["strategy_runs"].append({
-                "strategy": name, "seed": req.seed, "description": classes[name].description,
+                "strategy": name,
+                "seed": seed,
+                "description": classes[name].description,
                 "config": dataclasses.asdict(configs[name]),
-                "failure": {"kind": "cannot run", "reason": problem},
+                "trainable_params": trainable,
+                "stored_params_per_experience": method.stored_parameters_per_experience(),
+                "backbone_params": sum(p.numel() for p in pristine.parameters()),
+                "train_seconds": round(sum(train_seconds), 2),
+                "train_seconds_per_experience": [round(s, 2) for s in train_seconds],
+                "eval_seconds": round(eval_seconds, 2),
+                "peak_memory_mb": round(mem.peak_mb, 1),
+                "decodes": decodes,
+                "eval_routing": getattr(configs[name], "eval_routing", None),
+                "joint": classes[name].joint,
+                "info": method.info(),
             })
             write_json_atomic(meta_path, meta)
-            del method
-            continue
-        strategy = ASRTemplate(
-            method=method, collator=collator, target_of=scenario.target_of,
-            train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,
-            max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
-            seed=req.seed, progress=req.progress,
-        )
-        train_seconds, eval_seconds, trainable = [], 0.0, 0
-        decodes = {"computed": 0, "reused": 0}
-        with PeakMemory(device) as mem:
-            for step in steps[name]:
-                if step >= 0 and method.trains:
-                    t0 = time.perf_counter()
-                    strategy.train(scenario.joint_train_experience() if method.joint
-                                   else scenario.benchmark.train_stream[step])
-                    train_seconds.append(time.perf_counter() - t0)
-                    trainable = max(trainable, strategy.last_trainable)
-                rows, preds, secs = _evaluate(strategy, scenario, name, req.seed, step)
-                eval_seconds += secs
-                for o in strategy.eval_outputs.values():
-                    decodes["reused" if o.reused else "computed"] += 1
-                append_jsonl(results_path, rows)
-                append_jsonl(preds_path, preds)
-                summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
-                after = "all experiences at once" if method.joint else scenario.experience_names[step]
-                _log(f"  {name} after {'no training' if step < 0 else after}: "
-                     f"{scenario.metric} {summary}")
-        meta["strategy_runs"].append({
-            "strategy": name,
-            "seed": req.seed,
-            "description": classes[name].description,
-            "config": dataclasses.asdict(configs[name]),
-            "trainable_params": trainable,
-            "stored_params_per_experience": method.stored_parameters_per_experience(),
-            "backbone_params": sum(p.numel() for p in pristine.parameters()),
-            "train_seconds": round(sum(train_seconds), 2),
-            "train_seconds_per_experience": [round(s, 2) for s in train_seconds],
-            "eval_seconds": round(eval_seconds, 2),
-            "peak_memory_mb": round(mem.peak_mb, 1),
-            "decodes": decodes,
-            "eval_routing": getattr(configs[name], "eval_routing", None),
-            "joint": classes[name].joint,
-            "info": method.info(),
-        })
-        write_json_atomic(meta_path, meta)
-        del strategy, method
+            del strategy, method
 
     meta["status"] = "complete"
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -85,10 +85,11 @@ class ErrorCount:
         return self.edits / self.ref_tokens if self.ref_tokens else float("nan")
 
 
-def score(refs: list[str], hyps: list[str], language: str, metrics=("wer", "cer"),
-          extras: list[dict] | None = None) -> dict[str, ErrorCount]:
-    """Pooled error counts of one evaluation cell for each requested metric (see the module docstring).
-    `extras`: per-utterance dicts with optional `segments` (JSON [[lang, text], ...]) and `entities`."""
+def score_utterances(refs: list[str], hyps: list[str], language: str, metrics=("wer", "cer"),
+                     extras: list[dict] | None = None) -> dict[str, list[ErrorCount]]:
+    """Error counts of every utterance of one evaluation cell, per requested metric (see the module
+    docstring). Pooled rates are sums of these, so bootstrap resamples and per-utterance tables need nothing
+    else. `extras`: per-utterance dicts with optional `segments` (JSON [[lang, text], ...]) and `entities`."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     if not refs:
@@ -99,25 +100,34 @@ def score(refs: list[str], hyps: list[str], language: str, metrics=("wer", "cer"
     if empty:
         raise ValueError(f"reference transcript(s) empty after normalisation: {empty[:3]!r}")
     extras = extras or [{} for _ in refs]
-    out = {}
-    for metric in metrics:
-        if metric == "wer":
-            w = jiwer.process_words(r, h)
-            out[metric] = ErrorCount(w.substitutions + w.deletions + w.insertions, w.hits + w.substitutions + w.deletions)
-        elif metric == "cer":
-            c = jiwer.process_characters(r, h)
-            out[metric] = ErrorCount(c.substitutions + c.deletions + c.insertions, c.hits + c.substitutions + c.deletions)
-        elif metric == "eer":
-            out[metric] = _entity_errors(h, extras, language)
-        elif metric == "mer" or metric.startswith("mer_"):
-            if "mer_parts" not in out:
-                out["mer_parts"] = _mixed_errors(r, h, language, extras, refs)
-            total, parts = out["mer_parts"]
-            out[metric] = total if metric == "mer" else parts.get(metric[4:], ErrorCount(0, 0))
-        else:
-            raise ValueError(f"unknown metric {metric!r}; known: wer, cer, mer, mer_<language>, eer")
-    out.pop("mer_parts", None)
+    out: dict[str, list[ErrorCount]] = {m: [] for m in metrics}
+    for ref, hyp, extra, raw in zip(r, h, extras, refs):
+        parts = None
+        for metric in metrics:
+            if metric == "wer":
+                w = jiwer.process_words(ref, hyp)
+                count = ErrorCount(w.substitutions + w.deletions + w.insertions, w.hits + w.substitutions + w.deletions)
+            elif metric == "cer":
+                c = jiwer.process_characters(ref, hyp)
+                count = ErrorCount(c.substitutions + c.deletions + c.insertions, c.hits + c.substitutions + c.deletions)
+            elif metric == "eer":
+                count = _entity_errors([hyp], [extra], language)
+            elif metric == "mer" or metric.startswith("mer_"):
+                if parts is None:
+                    parts = _mixed_errors([ref], [hyp], language, [extra], [raw])
+                total, by_language = parts
+                count = total if metric == "mer" else by_language.get(metric[4:], ErrorCount(0, 0))
+            else:
+                raise ValueError(f"unknown metric {metric!r}; known: wer, cer, mer, mer_<language>, eer")
+            out[metric].append(count)
     return out
+
+
+def score(refs: list[str], hyps: list[str], language: str, metrics=("wer", "cer"),
+          extras: list[dict] | None = None) -> dict[str, ErrorCount]:
+    """Pooled error counts of one evaluation cell: sums of `score_utterances` over the utterances."""
+    per_utt = score_utterances(refs, hyps, language, metrics, extras)
+    return {m: ErrorCount(sum(c.edits for c in cs), sum(c.ref_tokens for c in cs)) for m, cs in per_utt.items()}
 
 
 def error_counts(refs: list[str], hyps: list[str], language: str) -> dict[str, ErrorCount]:
