@@ -1,4 +1,5 @@
-"""Command line: `python run_suite.py [list | run ... | report RUN_DIR]`; no command runs the default benchmark."""
+"""Command line: `python run_suite.py [list | run ... | report RUN_DIR | compare RUN_DIR... --out DIR]`; no command runs
+the default benchmark."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="(re)write summary.csv, report.md, report.html and plots/ of a run")
     rep.add_argument("run_dir", type=Path)
+
+    cmp_ = sub.add_parser("compare", help="one report across run directories (backbones, scenarios, code versions)")
+    cmp_.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    cmp_.add_argument("--out", type=Path, required=True, help="directory for the comparison report")
     return p
 
 
@@ -151,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             from .report import write_report
 
             print(f"report: {write_report(args.run_dir)}")
+            return 0
+        if args.command == "compare":
+            from .report import write_comparison
+
+            print(f"report: {write_comparison(args.run_dirs, args.out)}")
             return 0
         return _run(args)
     except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, OSError) as exc:

@@ -91,6 +91,43 @@ def joint_metrics(new: np.ndarray, base: np.ndarray | None = None) -> ContinualM
     return ContinualMetrics(float(np.mean(m[-1])), nan, nan, nan, nan, _base_delta(base, m.shape[0]))
 
 
+def continual_metrics_batch(new: np.ndarray, base: np.ndarray | None = None,
+                            joint_final: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The metrics above over leading batch axes (bootstrap replicates): new [..., T+1, T], base [..., T+1, B]
+    or None, joint_final [..., T] or None; returns name -> array [...]. No validation: see continual_metrics."""
+    m = np.asarray(new, dtype=float)
+    T = m.shape[-1]
+    final = m[..., T, :]  # R[T-1][j]
+    diag = m[..., 1:, :].diagonal(axis1=-2, axis2=-1)  # R[j][j]
+    out = {"avg_error": final.mean(-1), "learned_error": diag.mean(-1)}
+    if T > 1:
+        out["bwt"] = (diag[..., :-1] - final[..., :-1]).mean(-1)
+        # best error on j at any step from learning j up to (not including) the last
+        best = np.stack([m[..., 1 + j:T, j].min(-1) for j in range(T - 1)], -1)
+        out["forgetting"] = (final[..., :-1] - best).mean(-1)
+        out["fwt"] = (m[..., 0, 1:] - m[..., 1:T, :].diagonal(offset=1, axis1=-2, axis2=-1)).mean(-1)
+    else:
+        out["bwt"] = out["forgetting"] = out["fwt"] = np.zeros(m.shape[:-2])
+    if base is None or not np.asarray(base).size:
+        out["base_error_delta"] = np.zeros(m.shape[:-2])
+    else:
+        b = np.asarray(base, dtype=float)
+        out["base_error_delta"] = (b[..., -1, :] - b[..., 0, :]).mean(-1)
+    out["intransigence"] = (np.full(m.shape[:-2], np.nan) if joint_final is None
+                            else (diag - np.asarray(joint_final, dtype=float)).mean(-1))
+    return out
+
+
+def joint_metrics_batch(new: np.ndarray, base: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A joint model's metrics over leading batch axes: avg_error and base_error_delta, the rest NaN."""
+    m = np.asarray(new, dtype=float)
+    nan = np.full(m.shape[:-2], np.nan)
+    delta = (np.zeros(m.shape[:-2]) if base is None or not np.asarray(base).size
+             else (np.asarray(base, dtype=float)[..., -1, :] - np.asarray(base, dtype=float)[..., 0, :]).mean(-1))
+    return {"avg_error": m[..., -1, :].mean(-1), "learned_error": nan, "bwt": nan, "forgetting": nan, "fwt": nan,
+            "base_error_delta": delta, "intransigence": nan}
+
+
 def continual_metrics(new: np.ndarray, base: np.ndarray | None = None,
                       joint_final: np.ndarray | None = None) -> ContinualMetrics:
     """Compute the metrics above.
@@ -101,25 +138,12 @@ def continual_metrics(new: np.ndarray, base: np.ndarray | None = None,
     """
     m = _check_matrix(new, "experience matrix")
     T = m.shape[1]
-    R = lambda i, j: m[i + 1, j]  # noqa: E731 - keeps the formulas readable in the paper's indexing
-    final = T - 1
-    avg_error = float(np.mean([R(final, j) for j in range(T)]))
-    learned_error = float(np.mean([R(j, j) for j in range(T)]))
-    if T > 1:
-        bwt = float(np.mean([R(j, j) - R(final, j) for j in range(T - 1)]))
-        forgetting = float(
-            np.mean([R(final, j) - min(R(i, j) for i in range(j, final)) for j in range(T - 1)])
-        )
-        fwt = float(np.mean([R(-1, j) - R(j - 1, j) for j in range(1, T)]))
-    else:
-        bwt = forgetting = fwt = 0.0
     if base is not None and np.isnan(np.asarray(base, dtype=float)).any():
         raise ValueError("base matrix has missing cells (NaN)")
-    base_error_delta = _base_delta(base, m.shape[0])
-    intransigence = float("nan")
+    _base_delta(base, m.shape[0])  # checks the base matrix's shape
     if joint_final is not None:
-        j = np.asarray(joint_final, dtype=float)
-        if j.shape != (T,):
-            raise ValueError(f"joint_final must hold {T} values, got shape {j.shape}")
-        intransigence = float(np.mean([R(k, k) - j[k] for k in range(T)]))
-    return ContinualMetrics(avg_error, learned_error, bwt, forgetting, fwt, base_error_delta, intransigence)
+        joint_final = np.asarray(joint_final, dtype=float)
+        if joint_final.shape != (T,):
+            raise ValueError(f"joint_final must hold {T} values, got shape {joint_final.shape}")
+    values = continual_metrics_batch(m, base, joint_final)
+    return ContinualMetrics(**{k: float(v) for k, v in values.items()})

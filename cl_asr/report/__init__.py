@@ -1,17 +1,39 @@
-"""Reports from a run directory's results files alone: summary.csv, report.md, report.html, plots/*.png."""
+"""Reports from results files alone (no model): summary.csv, summary_intervals.csv, report.md, report.html
+(self-contained, images embedded) and plots/*.png, for one run (`write_report`) or across runs
+(`write_comparison`: several backbones, scenarios or versions of the code, aligned by strategy and experience).
+
+Every error figure carries a 95% bootstrap interval over test utterances (and seeds); differences between
+strategies are paired bootstrap tests (stats.py). A report of several runs names each strategy `run/strategy`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..metrics.continual import HIGHER_IS_BETTER, SIGN_CONVENTION
-from ..results import read_run, write_text_atomic
+from ..results import write_text_atomic
 from . import plots
+from .claims import check_claims, load_claims
+from .load import Run, check_comparable, load_run, run_labels
 from .render import Block, to_html, to_markdown
-from .tables import matrices, row_label, summary, final_errors
+from .stats import N_REPLICATES, Bootstrap, NoUtteranceCounts, PointEstimates
+from .tables import row_label, summary
 
 ARROW = {True: "↑", False: "↓"}
+BETTER = {**HIGHER_IS_BETTER, "base_error": False}
+ERROR_MEASURES = ["avg_error", "learned_error", "base_error"]
+TRANSFER_MEASURES = ["bwt", "forgetting", "fwt", "base_error_delta", "intransigence"]
+UNCERTAINTY = (
+    f"Intervals in brackets are 95% bootstrap intervals ({N_REPLICATES} replicates): each replicate redraws every "
+    "test set's utterances with replacement (the same draw for every strategy and run, so comparisons are paired) "
+    "and, where there are several seeds, each strategy's seeds; error rates are re-pooled and every measure "
+    "recomputed. `± x` is the standard deviation over seeds. A difference marked (n.s.) has an interval that "
+    "includes 0: not significant at the 5% level. Test sets are small in the quick profiles, so intervals are "
+    "wide; read differences inside them as ties."
+)
+WORST_PER_SYSTEM = 3
 
 
 def _fmt_params(n) -> str:
@@ -36,6 +58,7 @@ def _facts(meta: dict) -> str:
     git = meta.get("git", {})
     dev = meta.get("device", {})
     device = dev.get("gpu") or f"{dev.get('cpu', '?')} ({dev.get('cpu_threads', '?')} threads)"
+    seeds = cfg.get("seeds", [cfg.get("seed", 0)])
     lines = [
         f"- **Scenario**: `{cfg['scenario']}`, profile `{cfg['profile']}`; experiences in order: "
         f"{', '.join(meta['experiences'])}; preservation sets: {', '.join(meta['preservation']) or 'none'}",
@@ -47,6 +70,7 @@ def _facts(meta: dict) -> str:
          f"{utt.get('test_per_set', '?')} test utterances per set ({utt.get('total', '?')} utterances, ")
         + f"{utt.get('hours', 0) * 60:.1f} minutes of speech in all); {prof['epochs']} epochs, batch {prof['batch_size']}"
         + (f"; source: {settings['data_source']}" if settings.get("data_source") else ""),
+        f"- **Seeds**: {', '.join(map(str, seeds))} (every strategy once per seed; same backbone and test sets)",
         f"- **Decode language** (the language token, identical for every strategy): {decode_txt or 'n/a'}",
         f"- **Metric**: {meta['metric'].upper()} (Whisper normaliser, pooled over utterances); "
         f"greedy decoding capped at {prof['max_new_tokens']} new tokens",
@@ -63,108 +87,389 @@ def _facts(meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write summary.csv, report.md, report.html and plots/ for `run_dir`; return the report.md path."""
-    run_dir = Path(run_dir)
-    meta, rows = read_run(run_dir)
-    results = pd.DataFrame(rows)
-    metric = meta["metric"]
-    table = summary(meta, results)
-    if table.empty:
-        raise ValueError(f"{run_dir}: no strategy has a complete error matrix yet, nothing to report")
-    write_text_atomic(run_dir / "summary.csv", table.to_csv(index=False))
+class _Scenario:
+    """One scenario's runs, their per-seed summaries and their uncertainty, with systems named for the page."""
 
-    plot_dir = run_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    title = f"cl_asr: {meta['config']['scenario']} ({meta['config']['profile']} profile)"
-    blocks = [Block("h1", title), Block("p", _facts(meta)),
-              Block("h2", "How to read this report"), Block("p", SIGN_CONVENTION)]
+    def __init__(self, runs: list[Run]):
+        check_comparable(runs)
+        self.runs = runs
+        first = runs[0].meta
+        self.name, self.metric = runs[0].scenario, first["metric"]
+        self.experiences, self.preservation = first["experiences"], first["preservation"]
+        tables, results, preds, costs = [], [], [], []
+        for run in runs:
+            t = summary(run.meta, run.results)
+            t.insert(1, "run", run.label or run.path.name)
+            t.insert(2, "system", [run.system(s) for s in t.strategy])
+            tables.append(t)
+            r = run.results.copy()
+            r["system"] = [run.system(s) for s in r.strategy]
+            results.append(r)
+            done = {(s, int(seed)) for s, seed in zip(t.strategy, t.seed)}
+            preds += [{**p, "system": run.system(p["strategy"])} for p in run.predictions
+                      if (p["strategy"], p["seed"]) in done]
+            costs += [{**s, "system": run.system(s["strategy"])} for s in run.meta.get("strategy_runs", [])]
+        self.table = pd.concat(tables, ignore_index=True)
+        if self.table.empty:
+            raise ValueError(f"{', '.join(str(r.path) for r in runs)}: no strategy has a complete error matrix "
+                             "yet, nothing to report")
+        self.results = pd.concat(results, ignore_index=True)
+        self.predictions, self.costs = preds, costs
+        self.systems = list(dict.fromkeys(self.table.system))
+        joint = {c["system"] for c in costs if c.get("joint")}
+        joint_for = {}
+        for run in runs:
+            for s in self.table[self.table.run == (run.label or run.path.name)].strategy.unique():
+                if run.system("joint") in joint:
+                    joint_for[run.system(s)] = run.system("joint")
+        others = tuple(m for m in dict.fromkeys(self.results.metric) if m != self.metric)
+        try:
+            self.stats = Bootstrap(preds, self.metric, self.experiences, self.preservation, joint, joint_for, others)
+            self.intervals_note = ""
+        except NoUtteranceCounts as exc:
+            self.stats = PointEstimates(self.table, self.results, self.metric)
+            self.intervals_note = f"No intervals or significance tests in this report: {exc}."
+        order = sorted(self.systems, key=lambda s: self.stats.estimate(s, "avg_error").point)
+        self.systems = order
 
-    # Summary, with the better direction of every column in its header.
-    shown = table.copy()
-    shown["trainable_params"] = shown["trainable_params"].map(_fmt_params)
-    shown["stored_params_per_experience"] = shown["stored_params_per_experience"].map(_fmt_params)
-    rename = {c: f"{c} {ARROW[HIGHER_IS_BETTER[c]]}" for c in HIGHER_IS_BETTER}
-    rename["base_error"] = "base_error ↓"
-    shown = shown.rename(columns=rename).drop(columns=["scenario", "metric"])
-    blocks += [Block("h2", f"Summary ({metric.upper()})"), Block("table", shown)]
+    def est(self, system: str, measure: str):
+        return self.stats.estimate(system, measure)
 
-    final = final_errors(meta, results)
-    bars = plots.final_error_bars(final, metric, plot_dir / "final_error.png")
-    final_shown = final.reset_index()
-    final_shown.columns = ["strategy"] + [f"{c}{' (base)' if c in meta['preservation'] else ''}" for c in final.columns]
-    blocks += [Block("h2", "Final error on every set"),
-               Block("p", f"{metric.upper()} after the last experience (mean over seeds)."),
-               Block("table", final_shown), Block("img", bars.relative_to(run_dir).as_posix(), "final error per set")]
 
-    other = [m for m in dict.fromkeys(results.metric) if m != metric]
+def _summary_blocks(sc: _Scenario) -> list[Block]:
+    best = sc.systems[0]
+    other_avgs = [m for m in sc.stats.measures() if m.startswith("avg_") and m != "avg_error"]
+    rows = []
+    for s in sc.systems:
+        row = {"strategy": s, "seeds": sc.est(s, "avg_error").n_seeds,
+               "avg_error ↓": sc.est(s, "avg_error").text()}
+        diff = sc.stats.compare(s, best, "avg_error") if s != best else None
+        row["vs best ↓"] = "best" if s == best else (diff.text() if diff else
+                                                     f"{sc.est(s, 'avg_error').point - sc.est(best, 'avg_error').point:+.3f}")
+        row["learned_error ↓"] = sc.est(s, "learned_error").text()
+        row["base_error ↓"] = sc.est(s, "base_error").text()
+        for m in other_avgs:
+            row[f"{m} ↓"] = sc.est(s, m).text()
+        rows.append(row)
+    transfer = []
+    show = [m for m in TRANSFER_MEASURES if any(not np.isnan(sc.est(s, m).point) for s in sc.systems)]
+    for s in sc.systems:
+        transfer.append({"strategy": s, **{f"{m} {ARROW[BETTER[m]]}": sc.est(s, m).text(signed=True) for m in show}})
+    routing = sc.table[sc.table.routing.astype(str) != ""]
+    blocks = [Block("h2", f"Summary ({sc.metric.upper()})"),
+              Block("p", "Strategies from lowest to highest final average error. `vs best`: "
+                         + (f"the difference from {best} (no interval: see above)."
+                            if isinstance(sc.stats, PointEstimates) else
+                            f"the paired difference from {best} (interval; n.s. = not significant).")),
+              Block("table", pd.DataFrame(rows)),
+              Block("h3", "Forgetting and transfer"), Block("table", pd.DataFrame(transfer))]
+    if len(routing):
+        r = routing.groupby("system", sort=False).agg(routing=("routing", "first"),
+                                                      routing_accuracy=("routing_accuracy", "mean"))
+        blocks += [Block("p", "Routing: how a strategy with one parameter set per experience picks the set at "
+                              "evaluation (`oracle` = the experience identity, `lid` = Whisper's language ID); "
+                              "routing accuracy = share of final test utterances sent to their own set."),
+                   Block("table", r.reset_index().rename(columns={"system": "strategy"}))]
+    return blocks
+
+
+def _ranking_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: Path) -> list[Block]:
+    if isinstance(sc.stats, PointEstimates) or len(sc.systems) < 2:
+        return []
+    n = len(sc.systems)
+    diff = pd.DataFrame(np.nan, index=sc.systems, columns=sc.systems)
+    sig = pd.DataFrame(True, index=sc.systems, columns=sc.systems)
+    for a in sc.systems:
+        for b in sc.systems:
+            if a != b:
+                d = sc.stats.compare(a, b, "avg_error")
+                diff.loc[a, b], sig.loc[a, b] = d.point, d.significant
+    path = plots.pairwise_heatmap(diff, sig, "avg_error", plot_dir / f"{prefix}pairwise_avg_error.png")
+    steps = []
+    for better, worse in zip(sc.systems, sc.systems[1:]):
+        d = sc.stats.compare(worse, better, "avg_error")
+        steps.append({"strategy": worse, "next better": better, "difference in avg_error": d.text(),
+                      "p": f"{d.p:.3f}", "significant": "yes" if d.significant else "no"})
+    return [Block("h2", "Is the ranking real? Paired differences"),
+            Block("p", f"Every pair of the {n} strategies: row minus column in final average error, from the paired "
+                       "bootstrap; grey cells marked n.s. are not significant. The table walks down the ranking: "
+                       "is each strategy significantly worse than the one above it?"),
+            Block("img", path.relative_to(base).as_posix(), "paired differences"),
+            Block("table", pd.DataFrame(steps))]
+
+
+def _final_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: Path) -> list[Block]:
+    last = len(sc.experiences) - 1
+    sets = sc.experiences + sc.preservation
+    cells, rows = [], []
+    for s in sc.systems:
+        row = {"strategy": s}
+        for name in sets:
+            e = sc.stats.cell(s, last, name)
+            row[name + (" (base)" if name in sc.preservation else "")] = e.text()
+            cells.append({"system": s, "set": name, "point": e.point, "low": e.low, "high": e.high})
+        rows.append(row)
+    bars = plots.final_error_bars(pd.DataFrame(cells), sc.metric, plot_dir / f"{prefix}final_error.png")
+    blocks = [Block("h2", "Final error on every set"),
+              Block("p", f"{sc.metric.upper()} after the last experience (mean over seeds, 95% interval)."),
+              Block("table", pd.DataFrame(rows)), Block("img", bars.relative_to(base).as_posix(), "final error per set")]
+    other = [m for m in dict.fromkeys(sc.results.metric) if m != sc.metric]
     if other:
-        n_exp = len(meta["experiences"])
         blocks += [Block("h2", "Other metrics after the last experience"),
-                   Block("p", "Every other metric scored on each set, after the last experience (mean over seeds): "
-                              "`mer_<lang>` is the mixed error rate on that language's part of a code-switched "
-                              "set (edits attributed to the language of the reference token; the parts add up "
-                              "to MER), `eer` the entity error rate (share of reference entities not recognised "
-                              "intact), `wer`/`cer` word and character error rates. All are error rates: lower "
-                              "is better.")]
-        last = results[results.trained_through == n_exp - 1]
+                   Block("p", "Every other metric scored on each set, after the last experience (mean over seeds, "
+                              "95% interval): `mer_<lang>` is the mixed error rate on that language's part of a "
+                              "code-switched set (edits attributed to the language of the reference token; the parts "
+                              "add up to MER), `eer` the entity error rate (share of reference entities not "
+                              "recognised intact), `wer`/`cer` word and character error rates. All are error rates: "
+                              "lower is better.")]
         for m in other:
-            t = last[last.metric == m].pivot_table(index="strategy", columns="eval_on", values="value", aggfunc="mean")
-            t = t.reindex(columns=[c for c in meta["experiences"] + meta["preservation"] if c in t.columns])
-            blocks += [Block("h3", m.upper() if "_" not in m else f"MER on the {m[4:]} part"),
-                       Block("table", t.round(4).reset_index())]
+            scored = [n for n in sets if ((sc.results.metric == m) & (sc.results.eval_on == n)).any()]
+            t = pd.DataFrame([{"strategy": s, **{n: sc.stats.cell(s, last, n, m).text() for n in scored}}
+                              for s in sc.systems])
+            blocks += [Block("h3", m.upper() if "_" not in m else f"MER on the {m[4:]} part"), Block("table", t)]
+    return blocks
 
-    failures = [s for s in meta.get("strategy_runs", []) if s.get("failure")]
-    if failures:
-        blocks += [Block("h2", "Strategies that did not run to the end"),
-                   Block("table", pd.DataFrame([{"strategy": s["strategy"], "seed": s["seed"],
-                                                 "what happened": s["failure"]["kind"],
-                                                 "why": s["failure"]["reason"]} for s in failures]))]
 
-    blocks.append(Block("h2", "Error matrices"))
-    blocks.append(Block("p", "Row: what the model has been trained through; column: the set evaluated. "
-                             "Preservation (base-language) sets are marked (base)."))
-    for (strategy, seed), (new, base) in matrices(meta, results, metric).items():
-        path = plots.matrix_heatmap(new, base, meta["experiences"], f"{strategy} (seed {seed})", metric,
-                                    plot_dir / f"matrix_{strategy}_seed{seed}.png")
-        m = pd.concat([new, base.add_suffix(" (base)")], axis=1)
-        m.insert(0, "trained through", [row_label(i, meta["experiences"]) for i in m.index])
-        blocks += [Block("h3", f"{strategy} (seed {seed})"), Block("table", m),
-                   Block("img", path.relative_to(run_dir).as_posix(), f"error matrix {strategy}")]
+def _curve_and_matrix_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: Path) -> list[Block]:
+    sets = sc.experiences + sc.preservation
+    steps = list(range(-1, len(sc.experiences)))
+    cells = []
+    for s in sc.systems:
+        for name in sets:
+            for step in steps:
+                e = sc.stats.cell(s, step, name)
+                if not np.isnan(e.point):
+                    cells.append({"system": s, "set": name, "step": step, "point": e.point, "low": e.low,
+                                  "high": e.high})
+    curves = plots.error_curves(pd.DataFrame(cells), sc.experiences, sc.metric, plot_dir / f"{prefix}curves.png")
+    blocks = [Block("h2", "Error over the course of training"),
+              Block("p", "Each panel is one set; x: what the model has been trained through."),
+              Block("img", curves.relative_to(base).as_posix(), "error of each set over training"),
+              Block("h2", "Error matrices"),
+              Block("p", "Row: what the model has been trained through; column: the set evaluated (mean over seeds, "
+                         "95% interval). Preservation (base-language) sets are marked (base).")]
+    for s in sc.systems:
+        points = pd.DataFrame({name: [sc.stats.cell(s, step, name).point for step in steps] for name in sets},
+                              index=steps)
+        new, pres = points[sc.experiences], points[sc.preservation]
+        n_seeds = sc.est(s, "avg_error").n_seeds
+        title = f"{s} (mean over {n_seeds} seeds)" if n_seeds > 1 else s
+        safe = s.replace("/", "__")
+        path = plots.matrix_heatmap(new, pres, sc.experiences, title, sc.metric, plot_dir / f"{prefix}matrix_{safe}.png")
+        table = pd.DataFrame({(name + (" (base)" if name in sc.preservation else "")):
+                              [sc.stats.cell(s, step, name).text() for step in steps] for name in sets})
+        table.insert(0, "trained through", [row_label(i, sc.experiences) for i in steps])
+        table = table[[c for c in table.columns if c == "trained through" or table[c].ne("–").any()]]
+        blocks += [Block("h3", s), Block("table", table),
+                   Block("img", path.relative_to(base).as_posix(), f"error matrix {s}")]
+    return blocks
 
-    from .claims import check_claims, load_claims
 
-    verdicts = check_claims(table, load_claims())
-    n_seeds = table.seed.nunique()
-    blocks += [Block("h2", "The papers' claims on this run"),
-               Block("p", f"Each claim from `baselines/references.yaml` checked against this run's summary "
-                          f"(mean over {n_seeds} seed{'s' if n_seeds > 1 else ''}). "
-                          + ("One seed and no significance test: a verdict decided by a few hundredths is "
-                             "within noise." if n_seeds == 1 else "")),
-               Block("table", pd.DataFrame([{"claim": v.text, "verdict": v.verdict, "figures": v.figures,
-                                             "source": v.source} for v in verdicts]))]
+def _transfer_and_cost_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: Path) -> list[Block]:
+    bars = []
+    for s in sc.systems:
+        for m in ("forgetting", "bwt", "base_error_delta"):
+            e = sc.est(s, m)
+            bars.append({"system": s, "measure": m, "point": e.point, "low": e.low, "high": e.high})
+    forget = plots.forgetting_bars(pd.DataFrame(bars), plot_dir / f"{prefix}forgetting.png")
+    costs = pd.DataFrame([c for c in sc.costs if not c.get("failure") and c["system"] in sc.systems])
+    per_system = costs.groupby("system", sort=False).agg(
+        trainable=("trainable_params", "max"), stored=("stored_params_per_experience", "max"),
+        train_mean=("train_seconds", "mean"), train_std=("train_seconds", "std"), eval_mean=("eval_seconds", "mean"),
+        memory=("peak_memory_mb", "max"), seeds=("seed", "nunique")).reindex(sc.systems)
+    points = pd.DataFrame([{"system": s, **{k: v for k, v in zip(("point", "low", "high"), (
+        sc.est(s, "avg_error").point, sc.est(s, "avg_error").low, sc.est(s, "avg_error").high))},
+        "trainable_params": per_system.loc[s, "trainable"], "stored_params_per_experience": per_system.loc[s, "stored"]}
+        for s in sc.systems])
+    pareto = plots.error_vs_params(points, sc.metric, plot_dir / f"{prefix}error_vs_params.png")
+    cost_rows = []
+    for s, r in per_system.iterrows():
+        decodes = [c["decodes"] for c in sc.costs if c["system"] == s and not c.get("failure")]
+        cost_rows.append({
+            "strategy": s, "seeds": int(r.seeds), "trainable params": _fmt_params(r.trainable),
+            "stored params / experience": _fmt_params(r.stored),
+            "train s": f"{r.train_mean:.1f}" + (f" ± {r.train_std:.1f}" if r.seeds > 1 else ""),
+            "eval s": f"{r.eval_mean:.1f}", "peak memory MB": r.memory,
+            "decodes computed / reused": f"{sum(d['computed'] for d in decodes)} / {sum(d['reused'] for d in decodes)}",
+        })
+    return [Block("h2", "Forgetting and transfer, plotted"),
+            Block("img", forget.relative_to(base).as_posix(), "forgetting"),
+            Block("h2", "Error against trainable and stored parameters"),
+            Block("p", "Orange: the Pareto front (no other strategy has both fewer parameters and lower error)."),
+            Block("img", pareto.relative_to(base).as_posix(), "error against parameters"),
+            Block("h2", "Cost"),
+            Block("p", "Mean over seeds (± standard deviation). Peak memory is the process's resident memory on CPU "
+                       "(GPU allocator peak on CUDA), the largest over seeds. A decode is reused when the same model "
+                       "state was already decoded on the same set (e.g. base-language sets under frozen-backbone "
+                       "methods, or zero-shot under every seed)."),
+            Block("table", pd.DataFrame(cost_rows))]
 
-    forget = plots.forgetting_bars(table, plot_dir / "forgetting.png")
-    pareto = plots.error_vs_params(table, metric, plot_dir / "error_vs_params.png")
-    blocks += [Block("h2", "Forgetting and transfer"), Block("img", forget.relative_to(run_dir).as_posix(), "forgetting"),
-               Block("h2", "Error against trainable parameters"),
-               Block("img", pareto.relative_to(run_dir).as_posix(), "error against trainable parameters")]
 
-    costs = pd.DataFrame([
-        {"strategy": s["strategy"], "seed": s["seed"], "trainable params": _fmt_params(s["trainable_params"]),
-         "stored params / experience": _fmt_params(s["stored_params_per_experience"]),
-         "train s": s["train_seconds"], "train s per experience": ", ".join(map(str, s["train_seconds_per_experience"])) or "–",
-         "eval s": s["eval_seconds"], "peak memory MB": s["peak_memory_mb"],
-         "decodes computed / reused": f"{s['decodes']['computed']} / {s['decodes']['reused']}"}
-        for s in meta.get("strategy_runs", []) if not s.get("failure")
-    ])
-    blocks += [Block("h2", "Cost"),
-               Block("p", "Peak memory is the process's resident memory on CPU (GPU allocator peak on CUDA). "
-                          "A decode is reused when the same model state was already decoded on the same set "
-                          "(e.g. base-language sets under frozen-backbone methods)."),
-               Block("table", costs)]
+def _shorten(text: str, limit: int = 110) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
-    md = to_markdown(blocks)
-    write_text_atomic(run_dir / "report.md", md)
-    write_text_atomic(run_dir / "report.html", to_html(blocks, run_dir, title))
-    return run_dir / "report.md"
+
+def _worst_blocks(sc: _Scenario) -> list[Block]:
+    if not sc.predictions or "edits" not in sc.predictions[0]:
+        return []
+    last = len(sc.experiences) - 1
+    rows = []
+    for s in sc.systems:
+        seed = sc.stats.seeds[s][0]
+        cand = []
+        for p in sc.predictions:
+            if p["system"] != s or p["seed"] != seed or p["trained_through"] != last or p["stream"] != "test":
+                continue
+            for i, (e, n) in enumerate(zip(p["edits"][sc.metric], p["ref_tokens"][sc.metric])):
+                cand.append((e / n if n else 0.0, e, p["eval_on"], p["ids"][i], n, p["refs"][i], p["hyps"][i]))
+        for rate, e, name, uid, n, ref, hyp in sorted(cand, key=lambda c: (-c[0], -c[1], c[2], c[3]))[:WORST_PER_SYSTEM]:
+            rows.append({"strategy": s, "set": name, "utterance": uid, "errors": f"{e} / {n}",
+                         "reference": _shorten(ref), "hypothesis": _shorten(hyp) or "(empty)"})
+    return [Block("h2", "Worst utterances"),
+            Block("p", f"The {WORST_PER_SYSTEM} test utterances with the highest {sc.metric.upper()} per strategy after "
+                       "the last experience (first seed): errors = edits / reference tokens. Every utterance's "
+                       "output is in predictions.jsonl."),
+            Block("table", pd.DataFrame(rows))]
+
+
+def _claims_blocks(sc: _Scenario) -> list[Block]:
+    claims, rows = load_claims(), []
+    for run in sc.runs:
+        name = run.label or run.path.name
+        table = sc.table[sc.table.run == name]
+        if table.empty:
+            continue
+
+        def compare(a, b, measure, run=run):
+            if measure not in sc.stats.measures():
+                return None
+            return sc.stats.compare(run.system(a), run.system(b), measure)
+
+        for v in check_claims(table, claims, compare):
+            rows.append({**({"run": name} if len(sc.runs) > 1 else {}), "claim": v.text, "verdict": v.verdict,
+                         "significance": v.significance, "figures": v.figures, "source": v.source})
+    n_seeds = max(sc.stats.seeds[s].__len__() for s in sc.systems)
+    return [Block("h2", "The papers' claims on this run" if len(sc.runs) == 1 else "The papers' claims, run by run"),
+            Block("p", f"Each claim from `baselines/references.yaml` checked against this run's summary (mean over "
+                       f"{n_seeds} seed{'s' if n_seeds > 1 else ''}). A claim is held when the direction is right; "
+                       "`significance` says whether the paired bootstrap difference excludes 0 (a held claim that is "
+                       "not significant is a tie on this data)."),
+            Block("table", pd.DataFrame(rows))]
+
+
+def _failure_blocks(sc: _Scenario) -> list[Block]:
+    failures = [c for c in sc.costs if c.get("failure")]
+    if not failures:
+        return []
+    return [Block("h2", "Strategies that did not run to the end"),
+            Block("table", pd.DataFrame([{"strategy": c["system"], "seed": c["seed"],
+                                          "what happened": c["failure"]["kind"], "why": c["failure"]["reason"]}
+                                         for c in failures]))]
+
+
+def _across_runs_blocks(sc: _Scenario) -> list[Block]:
+    """The same strategy in different runs (backbones, versions of the code), paired on the same utterances."""
+    if len(sc.runs) < 2 or isinstance(sc.stats, PointEstimates):
+        return []
+    first, rows = sc.runs[0], []
+    for run in sc.runs[1:]:
+        for strategy in dict.fromkeys(sc.table[sc.table.run == (run.label or run.path.name)].strategy):
+            a, b = run.system(strategy), first.system(strategy)
+            if a not in sc.systems or b not in sc.systems:
+                continue
+            row = {"strategy": strategy, "run": run.label, "against": first.label}
+            for m in ("avg_error", "base_error_delta", "forgetting"):
+                d = sc.stats.compare(a, b, m)
+                row[f"Δ {m} {ARROW[BETTER[m]]}"] = d.text() if not np.isnan(d.point) else "–"
+            rows.append(row)
+    if not rows:
+        return []
+    return [Block("h2", "The same strategy across runs"),
+            Block("p", f"Each strategy in a later run minus the same strategy in {first.label}, paired on the same "
+                       "test utterances (95% interval; n.s. = not significant)."),
+            Block("table", pd.DataFrame(rows))]
+
+
+def _scenario_blocks(sc: _Scenario, plot_dir: Path, base: Path, prefix: str, heading: bool) -> list[Block]:
+    blocks = [Block("h1", f"Scenario {sc.name}")] if heading else []
+    if sc.intervals_note:
+        blocks.append(Block("p", f"**{sc.intervals_note}**"))
+    blocks += _summary_blocks(sc)
+    blocks += _ranking_blocks(sc, plot_dir, prefix, base)
+    blocks += _across_runs_blocks(sc)
+    blocks += _final_blocks(sc, plot_dir, prefix, base)
+    blocks += _failure_blocks(sc)
+    blocks += _claims_blocks(sc)
+    blocks += _curve_and_matrix_blocks(sc, plot_dir, prefix, base)
+    blocks += _transfer_and_cost_blocks(sc, plot_dir, prefix, base)
+    blocks += _worst_blocks(sc)
+    return blocks
+
+
+def _interval_rows(sc: _Scenario) -> list[dict]:
+    out = []
+    for s in sc.systems:
+        for m in sc.stats.measures():
+            e = sc.est(s, m)
+            out.append({"scenario": sc.name, "strategy": s, "measure": m, "mean": e.point, "std_over_seeds": e.std,
+                        "ci_low": e.low, "ci_high": e.high, "n_seeds": e.n_seeds})
+    return out
+
+
+def _write(scenarios: list[_Scenario], out: Path, title: str, intro: list[Block]) -> Path:
+    plot_dir = out / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plot_dir.glob("*.png"):  # figures of an earlier report (other strategies, other layout)
+        stale.unlink()
+    blocks = [Block("h1", title), *intro, Block("h2", "How to read this report"),
+              Block("p", SIGN_CONVENTION + " Arrows in headers (↓ lower is better, ↑ higher is better) hold for "
+                    "the whole report."), Block("p", UNCERTAINTY)]
+    many = len(scenarios) > 1
+    for sc in scenarios:
+        blocks += _scenario_blocks(sc, plot_dir, out, f"{sc.name}_" if many else "", heading=many)
+    table = pd.concat([sc.table for sc in scenarios], ignore_index=True)
+    if len({r.label for sc in scenarios for r in sc.runs}) == 1 and not scenarios[0].runs[0].label:
+        table = table.drop(columns=["run", "system"])  # one run: the per-seed table as it always was
+    write_text_atomic(out / "summary.csv", table.to_csv(index=False))
+    write_text_atomic(out / "summary_intervals.csv",
+                      pd.DataFrame([r for sc in scenarios for r in _interval_rows(sc)]).to_csv(index=False))
+    write_text_atomic(out / "report.md", to_markdown(blocks))
+    write_text_atomic(out / "report.html", to_html(blocks, out, title))
+    return out / "report.md"
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write summary.csv, summary_intervals.csv, report.md, report.html and plots/ for `run_dir`."""
+    run = load_run(run_dir)
+    sc = _Scenario([run])
+    title = f"cl_asr: {sc.name} ({run.meta['config']['profile']} profile)"
+    return _write([sc], Path(run_dir), title, [Block("p", _facts(run.meta))])
+
+
+def write_comparison(run_dirs: list[Path], out: Path) -> Path:
+    """One report across runs: runs of the same scenario are aligned by strategy and experience (and refused
+    when their test sets differ); different scenarios get a section each."""
+    if len(run_dirs) < 2:
+        raise ValueError("compare needs at least two run directories")
+    labels = run_labels(run_dirs)
+    runs = [load_run(p, label) for p, label in zip(run_dirs, labels)]
+    out = Path(out)
+    for r in runs:
+        if out.resolve() == r.path.resolve():
+            raise ValueError(f"--out {out} is one of the runs compared: write the comparison elsewhere")
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.scenario, []).append(r)
+    scenarios = [_Scenario(g) for g in groups.values()]
+    intro = [Block("p", "Runs compared (strategies are named `run/strategy`):"),
+             Block("table", pd.DataFrame([{
+                 "run": r.label, "directory": str(r.path), "scenario": r.scenario,
+                 "profile": r.meta["config"]["profile"], "backbone": r.meta["config"]["backbone"],
+                 "seeds": ", ".join(map(str, r.meta["config"].get("seeds", [r.meta["config"].get("seed", 0)]))),
+                 "git commit": (r.meta.get("git", {}).get("commit") or "unknown")[:12],
+                 "started": r.meta.get("started", "?")} for r in runs]))]
+    for r in runs:
+        intro += [Block("h3", f"Run {r.label}"), Block("p", _facts(r.meta))]
+    return _write(scenarios, out, f"cl_asr comparison: {', '.join(labels)}", intro)

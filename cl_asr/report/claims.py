@@ -1,8 +1,8 @@
 """The papers' qualitative claims (baselines/references.yaml) checked against a run's summary.
 
 Each claim comes out `held`, `not held` or `not tested` (a strategy it needs is not in the run), with the
-figures it was decided on. Figures are means over the run's seeds; with one seed no claim is tested for
-significance, which the report says.
+figures it was decided on (means over the run's seeds) and, where the report can test it, whether the
+difference behind the verdict is significant (a paired bootstrap over utterances and seeds, stats.py).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class Verdict:
     source: str
     verdict: str  # held | not held | not tested
     figures: str
+    significance: str = ""  # e.g. "significant (p=0.002)", "not significant (p=0.41)", "" where untested
 
 
 def load_claims(path: Path = REFERENCES) -> list[dict]:
@@ -47,7 +48,18 @@ def _fmt(x: float) -> str:
     return f"{x:+.3f}" if x < 0 else f"{x:.3f}"
 
 
-def check_claims(summary: pd.DataFrame, claims: list[dict]) -> list[Verdict]:
+def _significance(compare, a: str, b: str, measure: str) -> tuple[str, str]:
+    """(significance, figure) of the paired difference a - b, or ("", "") without a test."""
+    d = compare(a, b, measure) if compare else None
+    if d is None or d.p != d.p:  # no per-utterance counts, or a NaN p
+        return "", ""
+    verdict = "significant" if d.significant else "not significant"
+    return f"{verdict} (p={d.p:.3f})", f"; difference {d.text()}"
+
+
+def check_claims(summary: pd.DataFrame, claims: list[dict], compare=None) -> list[Verdict]:
+    """compare(a, b, measure) -> stats.Difference of a - b, or None: makes the verdicts say whether the
+    difference they rest on is significant."""
     out = []
     scenario = summary.scenario.iloc[0] if len(summary) else None
     for c in claims:
@@ -78,18 +90,22 @@ def check_claims(summary: pd.DataFrame, claims: list[dict]) -> list[Verdict]:
         if c["kind"] in ("better", "at_least_as_good"):
             a, b = values[c["a"]], values[c["b"]]
             held = better(a, b) or (c["kind"] == "at_least_as_good" and a == b)
-            figures = f"{m}: {c['a']} {_fmt(a)} vs {c['b']} {_fmt(b)}"
+            significance, diff = _significance(compare, c["a"], c["b"], m)
+            figures = f"{m}: {c['a']} {_fmt(a)} vs {c['b']} {_fmt(b)}{diff}"
         elif c["kind"] == "best_among":
             ranked = values[present].sort_values(ascending=not higher)
             held = ranked.index[0] == c["best"] and (len(ranked) < 2 or ranked.iloc[0] != ranked.iloc[1])
-            figures = f"{m}: " + ", ".join(f"{s} {_fmt(v)}" for s, v in ranked.items())
+            significance, diff = _significance(compare, ranked.index[0], ranked.index[1], m)
+            figures = f"{m}: " + ", ".join(f"{s} {_fmt(v)}" for s, v in ranked.items()) + (
+                f"; best minus runner-up {diff[len('; difference '):]}" if diff else "")
         else:
             frozen = values[[s for s in c["frozen"] if s in values.index]]
             changes = values[[s for s in c["changes"] if s in values.index]]
             held = bool((frozen == 0).all() and (changes != 0).all())
+            significance = "exact (no test needed)" if (frozen == 0).all() else ""
             moved = frozen[frozen != 0]
             figures = (f"{m}: " + ", ".join(f"{s} {_fmt(v)}" for s, v in changes.items())
                        + f"; {len(frozen) - len(moved)} of {len(frozen)} frozen-backbone strategies exactly 0"
                        + (f" (not: {', '.join(f'{s} {_fmt(v)}' for s, v in moved.items())})" if len(moved) else ""))
-        out.append(Verdict(c["id"], c["text"], c["source"], "held" if held else "not held", figures))
+        out.append(Verdict(c["id"], c["text"], c["source"], "held" if held else "not held", figures, significance))
     return out
