@@ -252,7 +252,7 @@ def run_benchmark(req: RunRequest) -> Path:
                 max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
                 seed=seed, progress=req.progress,
             )
-            train_seconds, eval_seconds, trainable = [], 0.0, 0
+            train_seconds, eval_seconds, trainable, n_faults = [], 0.0, 0, 0
             decodes = {"computed": 0, "reused": 0}
             with PeakMemory(device) as mem:
                 for step in steps[name]:
@@ -261,6 +261,9 @@ def run_benchmark(req: RunRequest) -> Path:
                         strategy.train(scenario.joint_train_experience() if method.joint
                                        else scenario.benchmark.train_stream[step])
                         train_seconds.append(time.perf_counter() - t0)
+                        for fault in strategy.faults[n_faults:]:
+                            _log(f"  {name}: training fault on {fault['experience']}: {fault['reason']}")
+                        n_faults = len(strategy.faults)
                         trainable = max(trainable, strategy.last_trainable)
                     rows, preds, secs = _evaluate(strategy, scenario, name, seed, step)
                     eval_seconds += secs
@@ -288,6 +291,7 @@ def run_benchmark(req: RunRequest) -> Path:
                 "eval_routing": getattr(configs[name], "eval_routing", None),
                 "joint": classes[name].joint,
                 "info": method.info(),
+                "training_faults": strategy.faults,  # steps skipped for NaN/inf losses, experiences ended early
             })
             write_json_atomic(meta_path, meta)
             del strategy, method

@@ -125,6 +125,11 @@ class ASRTemplate(SupervisedTemplate):
         plugins: list | None = None,
     ):
         self.method = method
+        # Training faults: a step whose loss or gradient is NaN/inf is skipped (nothing is updated) and counted;
+        # config.max_nonfinite_in_a_row in a row end the experience's training, recorded in `faults`.
+        self.max_nonfinite_in_a_row = method.config.max_nonfinite_in_a_row
+        self.faults: list[dict] = []
+        self._skip_step = False
         self.collator = collator
         self.target_of = target_of
         self.max_new_tokens = max_new_tokens
@@ -177,6 +182,8 @@ class ASRTemplate(SupervisedTemplate):
         self._phase = self.method.phase_for_epoch(0, self.train_epochs)
         self.method.set_phase(self._phase)
         self.method.before_experience(self.target, [data[i] for i in range(len(data))])
+        self._stop_training = False  # a previous experience may have been ended by non-finite losses
+        self._skipped, self._skipped_in_a_row, self._step = 0, 0, 0
         super()._before_training_exp(**kwargs)
 
     def _before_training_epoch(self, **kwargs):
@@ -188,6 +195,16 @@ class ASRTemplate(SupervisedTemplate):
         super()._before_training_epoch(**kwargs)
 
     def _after_training_exp(self, **kwargs):
+        if self._skipped:
+            ended = self._skipped_in_a_row >= self.max_nonfinite_in_a_row
+            self.faults.append({
+                "experience": self.target.name, "skipped_steps": self._skipped, "steps": self._step,
+                "ended_early": ended,
+                "reason": (f"{self._skipped_in_a_row} non-finite losses or gradients in a row: training on "
+                           f"{self.target.name} stopped after step {self._step}, the parameters as they were "
+                           "before the first of them" if ended else
+                           f"{self._skipped} of {self._step} steps had a non-finite loss or gradient and were skipped"),
+            })
         self._phase = None
         self.method.after_experience(self.target)
         self.method.experiences_trained += 1
@@ -238,9 +255,28 @@ class ASRTemplate(SupervisedTemplate):
     def criterion(self):
         return self.mb_output.loss
 
+    def backward(self):
+        self._step += 1
+        self._skip_step = not bool(torch.isfinite(self.loss).all())
+        if not self._skip_step:
+            super().backward()
+
     def optimizer_step(self):
-        if self.method.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.method.trainable_parameters(), self.method.config.grad_clip)
+        params = self.method.trainable_parameters()
+        if not self._skip_step:
+            if self.method.config.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, self.method.config.grad_clip)
+                self._skip_step = not bool(torch.isfinite(norm))
+            else:
+                self._skip_step = any(not bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+        if self._skip_step:  # leave the parameters (and the optimiser's moments) as they were
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skipped += 1
+            self._skipped_in_a_row += 1
+            if self._skipped_in_a_row >= self.max_nonfinite_in_a_row:
+                self.stop_training()
+            return
+        self._skipped_in_a_row = 0
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

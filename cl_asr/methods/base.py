@@ -52,10 +52,17 @@ class MethodConfig:
                   "decay to zero"},
     )
     warmup: float = field(default=0.1, metadata={"help": "share of an experience's steps spent warming up (linear)"})
+    max_nonfinite_in_a_row: int = field(
+        default=5,
+        metadata={"help": "training steps with a NaN/inf loss or gradient are skipped and counted; this many in a "
+                  "row end the experience's training (recorded in run.json and the report)"},
+    )
 
     def __post_init__(self):
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.max_nonfinite_in_a_row < 1:
+            raise ValueError(f"max_nonfinite_in_a_row must be at least 1, got {self.max_nonfinite_in_a_row}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
 

@@ -359,13 +359,24 @@ def _claims_blocks(sc: _Scenario) -> list[Block]:
 
 
 def _failure_blocks(sc: _Scenario) -> list[Block]:
+    blocks = []
     failures = [c for c in sc.costs if c.get("failure")]
-    if not failures:
-        return []
-    return [Block("h2", "Strategies that did not run to the end"),
-            Block("table", pd.DataFrame([{"strategy": c["system"], "seed": c["seed"],
-                                          "what happened": c["failure"]["kind"], "why": c["failure"]["reason"]}
-                                         for c in failures]))]
+    if failures:
+        blocks += [Block("h2", "Strategies that did not run to the end"),
+                   Block("table", pd.DataFrame([{"strategy": c["system"], "seed": c["seed"],
+                                                 "what happened": c["failure"]["kind"], "why": c["failure"]["reason"]}
+                                                for c in failures]))]
+    faults = [{"strategy": c["system"], "seed": c["seed"], "experience": f["experience"],
+               "steps skipped": f"{f['skipped_steps']} of {f['steps']}",
+               "experience ended early": "yes" if f["ended_early"] else "no", "what happened": f["reason"]}
+              for c in sc.costs for f in c.get("training_faults", [])]
+    if faults:
+        blocks += [Block("h2", "Training faults"),
+                   Block("p", "Steps whose loss or gradient was NaN or infinite were skipped (no parameter changed); "
+                              "too many in a row ended that experience's training, and the run went on. The figures "
+                              "above include these strategies as they were trained."),
+                   Block("table", pd.DataFrame(faults))]
+    return blocks
 
 
 def _across_runs_blocks(sc: _Scenario) -> list[Block]:

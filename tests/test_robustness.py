@@ -1,0 +1,39 @@
+"""Robustness: training faults (NaN/inf losses), and results that survive crashes."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_nonfinite_losses_are_skipped_counted_and_end_an_experience_without_ending_the_run(tmp_path):
+    out = tmp_path / "run"
+    proc = cli("run", "--methods-from", str(REPO / "tests" / "data" / "nan_loss_methods.py"), "--strategies",
+               "nan_once,nan_always_second", "--profile", "micro", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = {s["strategy"]: s for s in json.loads((out / "run.json").read_text())["strategy_runs"]}
+    assert runs["nan_once"]["training_faults"] == [{
+        "experience": "eo", "skipped_steps": 1, "steps": 2, "ended_early": False,
+        "reason": "1 of 2 steps had a non-finite loss or gradient and were skipped"}]
+    (fault,) = runs["nan_always_second"]["training_faults"]
+    assert fault["experience"] == "ia" and fault["skipped_steps"] == 2 and fault["ended_early"]
+    assert "nan_always_second: training fault on ia: 2 non-finite losses" in proc.stdout
+    # the run went on: both strategies have complete error matrices, the third experience was trained
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary.strategy) == ["nan_always_second", "nan_once"] and summary.avg_error.notna().all()
+    # skipped steps change nothing: after ia (all steps skipped) every set scores as after eo
+    r = pd.read_json(out / "results.jsonl", lines=True)
+    r = r[(r.strategy == "nan_always_second")].pivot_table(index=["eval_on", "metric"], columns="trained_through",
+                                                             values="value")
+    assert (r[0] == r[1]).all() and not (r[1] == r[2]).all()
+    md = (out / "report.md").read_text()
+    assert "## Training faults" in md and "| nan_always_second | 0 | ia | 2 of 2 | yes |" in md
+    assert "| nan_once | 0 | eo | 1 of 2 | no |" in md
