@@ -54,6 +54,34 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def repair_jsonl(path: Path) -> int:
+    """Drop a half-written last line (a crash during `append_jsonl`); return the bytes dropped (0: intact).
+    Only the tail can be half-written: a bad line anywhere else is corruption, reported by read_jsonl."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1  # end of the last complete line (0 if there is none)
+    tail = data[cut:]
+    if tail.strip():
+        try:  # a complete JSON document without its newline is kept whole
+            json.loads(tail)
+            with open(path, "ab") as f:
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return 0
+        except ValueError:
+            pass
+    elif not tail:
+        return 0
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(tail)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():

@@ -30,7 +30,7 @@ from .cl.template import ASRTemplate, DecodeMemo
 from .env_info import device_info, git_commit, package_versions
 from .methods import get_method, method_config
 from .metrics.text import score_utterances
-from .results import append_jsonl, read_jsonl, write_json_atomic, write_jsonl_atomic
+from .results import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
 from .scenarios import load_scenario_builder, scenario_path
 
 
@@ -68,6 +68,17 @@ def seed_everything(seed: int) -> None:
 
 def _log(msg: str) -> None:
     print(f"[cl_asr {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """A hash of every weight (name, dtype, shape, values) of the backbone the run starts from."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _check_writable(out: Path) -> None:
@@ -176,7 +187,16 @@ def run_benchmark(req: RunRequest) -> Path:
         "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
     }
     results_path, preds_path, meta_path = out / "results.jsonl", out / "predictions.jsonl", out / "run.json"
+    # What determined the results: the same run directory must keep seeing the same weights and data.
+    checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
     meta = {"strategy_runs": []}
+    for path in (results_path, preds_path):  # a crash mid-append leaves at most a half-written last line
+        dropped = repair_jsonl(path)
+        if dropped:
+            _log(f"repaired {path.name}: dropped a half-written last line ({dropped} bytes) left by an interrupted run")
+    existing = read_jsonl(results_path) if results_path.is_file() else []
+    complete, partial = _completed(existing, expected_rows)
+    # Every check before anything in the directory changes.
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         old = meta.get("config", {})
@@ -186,8 +206,21 @@ def run_benchmark(req: RunRequest) -> Path:
                     f"{out} already holds a run with {key}={old.get(key)!r}, not {config[key]!r}: "
                     "use another --out directory"
                 )
-    existing = read_jsonl(results_path) if results_path.is_file() else []
-    complete, partial = _completed(existing, expected_rows)
+        old_sums = meta.get("checksums")
+        if old_sums and old_sums != checksums:
+            changed = (["backbone weights"] if old_sums.get("backbone") != checksums["backbone"] else []) + [
+                k for k in sorted(set(old_sums.get("data", {})) | set(checksums["data"]))
+                if old_sums.get("data", {}).get(k) != checksums["data"].get(k)]
+            raise ValueError(f"{out} was run on other data or weights than this command now has (changed: "
+                             f"{', '.join(changed)}): resuming would mix results; use another --out directory")
+        for done in meta.get("strategy_runs", []):  # skipping a finished strategy is only right if nothing changed
+            name = done["strategy"]
+            if (name, done["seed"]) not in partial and name in configs \
+                    and done["config"] != dataclasses.asdict(configs[name]):
+                raise ValueError(
+                    f"{out} holds {name} (seed {done['seed']}) run with config {done['config']}, which differs "
+                    f"from the current {dataclasses.asdict(configs[name])}: use another --out directory"
+                )
     if partial:  # a strategy interrupted mid-way is redone from its start: drop its rows
         keep = [r for r in existing if (r["strategy"], r["seed"]) not in partial]
         kept_preds = [p for p in (read_jsonl(preds_path) if preds_path.is_file() else [])
@@ -195,14 +228,8 @@ def run_benchmark(req: RunRequest) -> Path:
         write_jsonl_atomic(results_path, keep)
         write_jsonl_atomic(preds_path, kept_preds)
         _log(f"redoing interrupted strategies: {sorted(partial)}")
+    meta["checksums"] = checksums
     meta["strategy_runs"] = [s for s in meta.get("strategy_runs", []) if (s["strategy"], s["seed"]) not in partial]
-    for done in meta["strategy_runs"]:  # skipping a finished strategy is only right if nothing changed
-        name = done["strategy"]
-        if name in configs and done["config"] != dataclasses.asdict(configs[name]):
-            raise ValueError(
-                f"{out} holds {name} (seed {done['seed']}) run with config {done['config']}, which differs from "
-                f"the current {dataclasses.asdict(configs[name])}: use another --out directory"
-            )
     config["strategies"] = {**meta.get("config", {}).get("strategies", {}), **config["strategies"]}
     old_seeds = meta.get("config", {}).get("seeds", [meta.get("config", {}).get("seed", 0)] if meta.get("config") else [])
     config["seeds"] = sorted(set(old_seeds) | set(req.seeds))  # a run directory may gather seeds over calls

@@ -37,3 +37,47 @@ def test_nonfinite_losses_are_skipped_counted_and_end_an_experience_without_endi
     md = (out / "report.md").read_text()
     assert "## Training faults" in md and "| nan_always_second | 0 | ia | 2 of 2 | yes |" in md
     assert "| nan_once | 0 | eo | 1 of 2 | no |" in md
+
+
+def test_repair_drops_only_a_half_written_last_line(tmp_path):
+    from cl_asr.results import read_jsonl, repair_jsonl
+
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
+    assert repair_jsonl(path) == len('{"a": 3, "b"')
+    assert [r["a"] for r in read_jsonl(path)] == [1, 2] and path.read_text().endswith("}\n")
+    assert repair_jsonl(path) == 0  # intact: untouched
+    path.write_text('{"a": 1}\n{"a": 2}')  # complete row, newline lost: kept
+    assert repair_jsonl(path) == 0 and path.read_text() == '{"a": 1}\n{"a": 2}\n'
+    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')  # damage in the middle is not a crash's: named, not repaired
+    assert repair_jsonl(path) == 0
+    import pytest
+
+    with pytest.raises(ValueError, match=r"r\.jsonl:2: not a JSON line"):
+        read_jsonl(path)
+
+
+def test_resume_repairs_a_torn_append_and_refuses_changed_data(tmp_path):
+    out = tmp_path / "run"
+    args = ("run", "--strategies", "zero_shot", "--profile", "micro", "--out", str(out), "--no-progress",
+            "--no-report")
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    results = (out / "results.jsonl").read_text()
+    meta = json.loads((out / "run.json").read_text())
+    assert set(meta["checksums"]["data"]) >= {"train/eo", "test/eo", "preservation/en"}
+    assert len(meta["checksums"]["backbone"]) == 32
+    # a crash while appending the last cell: its rows half written
+    lines = results.splitlines(keepends=True)
+    (out / "results.jsonl").write_text("".join(lines[:-3]) + lines[-3][: len(lines[-3]) // 2])
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "repaired results.jsonl: dropped a half-written last line" in again.stdout
+    assert "redoing interrupted strategies: [('zero_shot', 0)]" in again.stdout
+    assert (out / "results.jsonl").read_text() == results  # redone, identical, nothing duplicated
+    # other data under the same run directory: refused, naming the set, nothing touched
+    meta["checksums"]["data"]["test/ia"] = "0" * 32
+    (out / "run.json").write_text(json.dumps(meta))
+    changed = cli(*args)
+    assert changed.returncode == 2 and "other data or weights" in changed.stderr and "test/ia" in changed.stderr
+    assert (out / "results.jsonl").read_text() == results

@@ -92,6 +92,26 @@ class Scenario:
                                 self._extras[row["id"]] = {c: row[c] for c in cols}
         return self._extras
 
+    def checksums(self) -> dict[str, str]:
+        """'stream/set' -> a hash of every row of that set (ids, transcripts, audio samples, enrolment, ...):
+        what the results were computed on. run.json keeps them; a resumed run must see the same."""
+        import hashlib
+
+        import pyarrow as pa
+
+        out = {}
+        for stream_name, stream in self.benchmark.streams.items():
+            for exp in stream:
+                h = hashlib.blake2b(digest_size=16)
+                for ds in _hf_datasets(exp.dataset):
+                    for batch in ds.with_format("arrow").iter(batch_size=256):
+                        sink = pa.BufferOutputStream()
+                        with pa.ipc.new_stream(sink, batch.schema) as writer:
+                            writer.write_table(batch)
+                        h.update(sink.getvalue().to_pybytes())
+                out[f"{stream_name}/{self.target_of(exp).name}"] = h.hexdigest()
+        return out
+
     def target_of(self, experience) -> Target:
         return self.targets[(experience.origin_stream.name, experience.current_experience)]
 
