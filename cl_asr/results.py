@@ -30,9 +30,11 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # e.g. a full disk: name the file; the old one is still whole
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
 
 
@@ -48,10 +50,13 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
     payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if not payload:
         return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # a torn line this leaves is dropped by repair_jsonl on resume
+        raise OSError(exc.errno, f"cannot append to {path}: {exc.strerror or exc}") from exc
 
 
 def repair_jsonl(path: Path) -> int:

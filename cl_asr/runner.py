@@ -82,11 +82,16 @@ def weights_checksum(model: torch.nn.Module) -> str:
 
 
 def _check_writable(out: Path) -> None:
+    """Fail in a second, not after the scenario is built; a directory made only for the probe is removed
+    again, so a run that fails before writing anything leaves nothing behind."""
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
         probe.write_text("ok")
         probe.unlink()
+        if created:
+            out.rmdir()
     except OSError as exc:
         raise OSError(f"cannot write to the output directory {out}: {exc.strerror or exc}") from exc
 
@@ -187,6 +192,7 @@ def run_benchmark(req: RunRequest) -> Path:
         "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
     }
     results_path, preds_path, meta_path = out / "results.jsonl", out / "predictions.jsonl", out / "run.json"
+    out.mkdir(parents=True, exist_ok=True)
     # What determined the results: the same run directory must keep seeing the same weights and data.
     checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
     meta = {"strategy_runs": []}

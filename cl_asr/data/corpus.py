@@ -114,6 +114,10 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
         raise ValueError(f"corpus {spec.name}: no sentences")
     if not spec.voices:
         raise ValueError(f"corpus {spec.name}: no voices")
+    blank = [i for i, text in enumerate(spec.sentences) if not str(text).strip()]
+    if blank:
+        raise ValueError(f"corpus {spec.name}: sentence {blank[0]} is empty or whitespace-only "
+                         f"({len(blank)} such of {len(spec.sentences)}): there is nothing to transcribe")
     target = corpus_cache_dir() / spec.key()
     if not (target / "dataset_info.json").exists():
         pad = np.zeros(int(round(spec.silence_seconds * SAMPLE_RATE)), dtype=np.float32)
@@ -143,16 +147,23 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
         extra = {"segments": datasets.Value("string")} if "segments" in rows else None
         ds = datasets.Dataset.from_dict(rows, features=_features(extra))
         datasets.disable_progress_bars()  # our own bar already showed the work; saving is instant
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp = None
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
             ds.save_to_disk(str(tmp))
             (tmp / "SPEC.json").write_text(json.dumps({"name": spec.name, **asdict(spec)}, ensure_ascii=False))
             try:
                 os.replace(tmp, target)  # atomic: a crash never leaves a half-written corpus
-            except OSError:  # another process finished the same corpus first
-                pass
+            except OSError:
+                if not (target / "dataset_info.json").exists():
+                    raise
+                # else another process finished the same corpus first
+        except OSError as exc:  # full disk, unwritable cache: say where (the cause may not)
+            raise OSError(exc.errno, f"cannot write corpus {spec.name} to the cache {target} "
+                          f"({exc.strerror or exc}; set CL_ASR_CACHE to a writable directory with space)") from exc
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     ds = datasets.load_from_disk(str(target))
     return ds.with_format("numpy", columns=["audio"], output_all_columns=True)

@@ -10,9 +10,11 @@ Common behaviour:
   decoded whole); `where` keeps rows whose column equals a value (e.g. {"cs_label": "mixed"}), applied first;
   `max_seconds` leaves out utterances longer than that (counted and logged) and keeps reading until `limit`
   utterances that fit are found.
-- Audio at other rates is resampled to 16 kHz, multi-channel audio is averaged to mono; both are counted and
-  logged in one line each. Unreadable audio, NaN/inf samples, empty audio and empty transcripts raise
-  `CorpusError` naming the file; nothing is skipped silently.
+- Audio at other rates is resampled to 16 kHz, multi-channel audio is averaged to mono; both are counted,
+  logged in one line each and returned in the dataset's `repairs` attribute (with the number left out by
+  `max_seconds`). Unreadable audio (0-byte files, non-audio files such as text saved as .wav, corrupt or
+  truncated audio), NaN/inf samples, empty audio and empty or whitespace-only transcripts raise `CorpusError`
+  naming the file; nothing is skipped silently.
 - Data that is not there raises `MissingDataError` (a FileNotFoundError) saying what is missing, where it
   looked and how to get it.
 MP3 (Common Voice) and Opus (MLS opus release) are decoded by libsndfile through `soundfile`; libsndfile >= 1.1
@@ -20,6 +22,7 @@ is needed for MP3 (the wheels of soundfile >= 0.12 ship 1.2).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -72,25 +75,66 @@ def mp3_supported() -> bool:
 
 
 def read_audio(source: str | Path | bytes, where: str) -> tuple[np.ndarray, int, int]:
-    """Decode a file path or encoded bytes to (mono float32 at the file's rate, rate, channel count)."""
+    """Decode a file path or encoded bytes to (mono float32 at the file's rate, rate, channel count).
+
+    Refused with a CorpusError naming `where`: an empty (0-byte) file, a file that is not audio (e.g. text or
+    an HTML error page saved under an audio name), undecodable or truncated audio, 0 samples, NaN/inf samples."""
     import soundfile as sf
 
+    size = len(source) if isinstance(source, bytes) else _file_size(source)
+    if size == 0:
+        raise CorpusError(f"{where}: the audio file is empty (0 bytes; an incomplete download or copy?)")
     try:
-        data, rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32",
-                             always_2d=True)
+        with sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as f:
+            data = f.read(dtype="float32", always_2d=True)
+            rate, log_text = f.samplerate, f.extra_info
     except Exception as exc:  # libsndfile raises LibsndfileError (a RuntimeError); others for odd inputs
         hint = ""
         if str(where).lower().endswith(".mp3") and not mp3_supported():
             hint = (f" (this libsndfile, {sf.__libsndfile_version__}, cannot read MP3: it needs libsndfile >= 1.1, "
                     f"which `pip install -U soundfile` brings)")
+        else:
+            head = _text_head(source)
+            if head is not None:
+                raise CorpusError(f"{where}: not an audio file: it holds text, starting {head!r} (cannot decode "
+                                  f"audio: {exc})") from exc
         raise CorpusError(f"{where}: cannot decode audio: {exc}{hint}") from exc
+    # libsndfile reads a truncated WAV up to where it ends, logging "data : <header size> (should be <real>)".
+    m = re.search(r"^data : (\d+) \(should be (\d+)\)", log_text or "", re.M)
+    if m and int(m.group(2)) < int(m.group(1)) < 0xFFFFFFFF:  # 0xFFFFFFFF: a streamed WAV of unknown length
+        raise CorpusError(f"{where}: the audio is truncated: its header declares {int(m.group(1))} bytes of "
+                          f"samples, the file holds {int(m.group(2))} (an incomplete download or copy?)")
     channels = data.shape[1]
     mono = data.mean(axis=1, dtype=np.float32) if channels > 1 else data[:, 0]
     if not len(mono):
         raise CorpusError(f"{where}: the audio is empty (0 samples)")
     if not np.all(np.isfinite(mono)):
-        raise CorpusError(f"{where}: the audio contains NaN or infinite samples")
+        bad = int(np.count_nonzero(~np.isfinite(mono)))
+        raise CorpusError(f"{where}: the audio contains NaN or infinite samples ({bad} of {len(mono)})")
     return np.ascontiguousarray(mono, dtype=np.float32), int(rate), channels
+
+
+def _file_size(path: str | Path) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return None
+
+
+def _text_head(source: str | Path | bytes) -> str | None:
+    """The first characters of `source` if it is plain text (a transcript, an HTML error page), else None."""
+    try:
+        if isinstance(source, bytes):
+            raw = source[:64]
+        else:
+            with Path(source).open("rb") as f:
+                raw = f.read(64)
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)  # a cut last character is fine
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.strip() or any(not (c.isprintable() or c in "\r\n\t") for c in text):
+        return None
+    return text.strip()[:40]
 
 
 def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -135,6 +179,7 @@ def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, m
     rows = {k: [] for k in ("id", "audio", "text", "language", "speaker", "duration", *extra_columns)}
     resampled: Counter = Counter()
     downmixed = too_long = 0
+    longest: tuple[float, str] | None = None  # (seconds, file) of the longest utterance left out
     want = len(entries) if limit is None else limit
     pos = 0
     while len(rows["id"]) < want and pos < len(entries):
@@ -148,6 +193,7 @@ def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, m
             audio = to_16k(audio, rate)
             if max_seconds is not None and len(audio) > max_seconds * SAMPLE_RATE:
                 too_long += 1
+                longest = max(longest or (0.0, ""), (len(audio) / SAMPLE_RATE, e.where))
                 continue
             resampled[rate] += rate != SAMPLE_RATE
             downmixed += channels > 1
@@ -160,14 +206,16 @@ def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, m
             for c in extra_columns:
                 rows[c].append(str(e.extra.get(c, "")))
     if not rows["id"]:
-        raise CorpusError(f"{corpus}: all {too_long} utterances read are longer than max_seconds={max_seconds}")
+        raise CorpusError(f"{corpus}: all {too_long} utterances read are longer than max_seconds={max_seconds:g} "
+                          f"(the longest: {longest[1]}, {longest[0]:.2f} s)")
     for rate, n in sorted(resampled.items()):
         if n:
             log.info("%s: %d files resampled from %d Hz to %d Hz", corpus, n, rate, SAMPLE_RATE)
     if downmixed:
         log.info("%s: %d multi-channel files down-mixed to mono", corpus, downmixed)
     if too_long:
-        log.info("%s: %d utterances longer than %g s left out (max_seconds)", corpus, too_long, max_seconds)
+        log.info("%s: %d utterances longer than %g s left out (max_seconds; the longest: %s, %.2f s)", corpus,
+                 too_long, max_seconds, longest[1], longest[0])
     if renamed:
         log.info("%s: %d duplicate ids made unique with a #n suffix", corpus, renamed)
     if limit is not None and len(rows["id"]) < limit:
@@ -176,7 +224,11 @@ def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, m
     for c in extra_columns:
         features[c] = datasets.Value("string")
     ds = datasets.Dataset.from_dict(rows, features=features)
-    return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
+    ds = ds.with_format("numpy", columns=["audio"], output_all_columns=True)
+    # The repairs and leave-outs, for callers to record (the corpus scenario builder puts them in run.json).
+    ds.repairs = {"resampled_to_16k": sum(resampled.values()), "downmixed_to_mono": downmixed,
+                  "left_out_longer_than_max_seconds": too_long}
+    return ds
 
 
 def _field(e: Entry, column: str):

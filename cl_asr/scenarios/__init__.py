@@ -64,7 +64,10 @@ def load_scenario_builder(ref: str) -> ScenarioBuilder:
     builder_name = data.get("builder")
     if not isinstance(builder_name, str):
         raise ConfigError(f"{path}: key 'builder' (a string naming the scenario builder) is required")
-    builder_cls = BUILDERS.get(builder_name)
+    try:
+        builder_cls = BUILDERS.get(builder_name)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{path}: key 'builder': {exc}") from None
     return builder_cls(from_dict(builder_cls.config_class, data, str(path)), str(path))
 
 

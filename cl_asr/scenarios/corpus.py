@@ -12,7 +12,8 @@ e.g. a LibriSpeech directory per subset).
 
 Every set is cut to the profile's sizes (n_train / n_test become the loaders' `limit`: the first N utterances
 sorted by id) and to the profile's encoder window (longer utterances are left out and counted in the log; the
-settings record each set's actual size);
+settings record each set's actual size, and under `repairs` how many files of each set/split were resampled
+to 16 kHz, down-mixed to mono or left out as too long);
 its `language` column is set to the set's language and columns other than the common ones are dropped, so
 every set has the synthetic corpora's schema. Targets, LID choice and settings are as in the languages builder.
 """
@@ -135,6 +136,10 @@ class CorpusBuilder(ScenarioBuilder):
             kwargs["split"] = split
         caps = [c for c in (spec.max_seconds, max_seconds) if c is not None]
         ds = loader(**kwargs, limit=limit, max_seconds=min(caps) if caps else None, where=spec.filter or None)
+        counts = {k: v for k, v in getattr(ds, "repairs", {}).items() if v}  # resampled, down-mixed, left out
+        self._repairs = getattr(self, "_repairs", {})
+        if counts:
+            self._repairs[f"{spec.name}/{split}"] = counts
         ds = ds.with_format(None)
         ds = ds.remove_columns([c for c in ds.column_names if c not in COLUMNS or c == "language"])
         ds = ds.add_column("language", [spec.language] * len(ds)).select_columns(list(COLUMNS))
@@ -143,6 +148,7 @@ class CorpusBuilder(ScenarioBuilder):
     def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
         cfg = self.config
         window = profile.encoder_window_seconds
+        self._repairs = {}
         train, test, preservation = {}, {}, {}
         for spec in cfg.experiences:
             train[spec.name] = self.load_set(spec, spec.train_split, profile.n_train, window)
@@ -181,6 +187,7 @@ class CorpusBuilder(ScenarioBuilder):
         sets = {**{f"train/{k}": v for k, v in train.items()}, **{f"test/{k}": v for k, v in test.items()},
                 **{f"preservation/{k}": v for k, v in preservation.items()}}
         settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates,
-                    "utterances": {"per_set": {k: len(v) for k, v in sets.items()}}, "data_source": cfg.data_source}
+                    "utterances": {"per_set": {k: len(v) for k, v in sets.items()}}, "data_source": cfg.data_source,
+                    "repairs": dict(self._repairs)}  # per "set/split": files resampled, down-mixed, left out
         return self.assemble(profile, [train[s.name] for s in cfg.experiences], [test[s.name] for s in cfg.experiences],
                              [preservation[s.name] for s in cfg.base_languages], targets, settings, set_metrics)

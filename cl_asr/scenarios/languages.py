@@ -47,12 +47,15 @@ class LanguagesConfig:
 
     def __post_init__(self):
         banks = set(available_languages())
-        for lang in self.base_languages + self.experiences:
-            if lang not in banks:
-                raise ValueError(f"no sentence bank for language {lang!r} (have: {', '.join(sorted(banks))})")
-        for lang in self.base_languages + self.lid_candidates:
-            if lang not in WHISPER_LANGUAGES:
-                raise ValueError(f"{lang!r} is not a language Whisper knows")
+        for key, langs in (("base_languages", self.base_languages), ("experiences", self.experiences)):
+            for lang in langs:
+                if lang not in banks:
+                    raise ValueError(f"{key}: no sentence bank for language {lang!r} "
+                                     f"(have: {', '.join(sorted(banks))})")
+        for key, langs in (("base_languages", self.base_languages), ("lid_candidates", self.lid_candidates)):
+            for lang in langs:
+                if lang not in WHISPER_LANGUAGES:
+                    raise ValueError(f"{key}: {lang!r} is not a language Whisper knows")
         overlap = set(self.base_languages) & set(self.experiences)
         if overlap:
             raise ValueError(f"languages both base and taught: {sorted(overlap)}")

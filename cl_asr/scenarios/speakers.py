@@ -26,10 +26,11 @@ from typing import Literal
 
 import numpy as np
 
+from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.mixing import MixSpec, mix
 from ..data.real_corpora import CorpusError, MissingDataError, load_librispeech_dir
-from ..data.text_bank import split_sentences
+from ..data.text_bank import available_languages, split_sentences
 from ..data.tts import SAMPLE_RATE, Voice
 from ..methods.base import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
@@ -106,6 +107,11 @@ class SpeakersConfig:
                                  f"speakers the condition draws), not voices")
         if self.source.kind == "librispeech" and self.language != "en":
             raise ValueError(f"LibriSpeech is English: language must be en, got {self.language!r}")
+        if self.language not in WHISPER_LANGUAGES:
+            raise ValueError(f"language: {self.language!r} is not a language Whisper knows")
+        if self.source.kind == "synthetic" and self.language not in available_languages():
+            raise ValueError(f"language: no sentence bank for language {self.language!r} "
+                             f"(have: {', '.join(available_languages())})")
 
 
 
