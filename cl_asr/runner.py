@@ -2,9 +2,11 @@
 
 For each strategy: a fresh copy of the backbone, evaluation of every test and preservation set before
 training (row -1), then for every experience `train(experience)` and evaluation of every set again.
-Each evaluation pass is appended to results.jsonl / predictions.jsonl as soon as it is done, and run.json is
-rewritten after every strategy, so a crash loses at most the strategy in progress. Re-running the same
-command skips strategies already complete in the run directory.
+After each evaluation pass the strategy is checkpointed (checkpoints/<strategy>_seed<N>.pt: the method whole,
+random-number states, the pass's rows), then the pass is appended to results.jsonl / predictions.jsonl, and
+run.json is rewritten after every strategy. Re-running the same command on the run directory skips what is
+complete and resumes an interrupted strategy from its last finished pass, so a crash at any point loses at
+most the pass in progress and the results equal an uninterrupted run's.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import ctypes
 import dataclasses
 import gc
 import json
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -116,7 +119,7 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
                 "eval_on": out.target.name, "metric": metric,
                 "value": edits / ref_tokens if ref_tokens else float("nan"), "edits": edits,
                 "ref_tokens": ref_tokens, "n_utts": len(out.refs), "stream": stream,
-                "decode_language": out.target.decode_language, "reused": out.reused,
+                "decode_language": out.target.decode_language,
                 **({"routing": routing, "routing_accuracy": out.routing_accuracy} if routing else {}),
             })
         preds.append({
@@ -138,6 +141,76 @@ def _completed(rows: list[dict], expected: dict[str, int]) -> tuple[set, set]:
     complete = {k for k, n in counts.items() if n == expected.get(k[0])}
     # strategies this request does not name are left as they are
     return complete, {k for k in counts if k[0] in expected} - complete
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, method, done_steps: list[int], rows: list[dict], preds: list[dict], book: dict) -> None:
+    """After an evaluation pass, before its rows are appended: everything needed to go on from here in another
+    process (the method with its model, parameter sets, hooks and plugins, pickled whole with dill as
+    Avalanche's checkpointing does; the random-number states; the pass's rows; the cost bookkeeping)."""
+    import dill
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features_of = method.__dict__.pop("features_of", None)  # set by the template: the collator, not state
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save({"method": method, "done_steps": done_steps, "rows": rows, "preds": preds, "book": book,
+                    "rng": _rng_state()}, tmp, pickle_module=dill)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a crash while saving leaves the previous checkpoint whole
+    finally:
+        if features_of is not None:
+            method.features_of = features_of
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    import dill
+
+    return torch.load(path, pickle_module=dill, map_location=device, weights_only=False)
+
+
+def _resume_rows(results_path: Path, preds_path: Path, name: str, seed: int, ckpt: dict | None,
+                 rows_per_pass: int, passes: int) -> dict | None:
+    """Make the results files hold exactly the passes a strategy finished before its checkpoint, plus the
+    checkpoint's own pass (appended if a crash came before its rows were); drop anything else of it. Returns
+    the checkpoint, or None (start over) when there is none or the files do not match it."""
+    rows = read_jsonl(results_path) if results_path.is_file() else []
+    preds = read_jsonl(preds_path) if preds_path.is_file() else []
+    mine = lambda r: r["strategy"] == name and r["seed"] == seed  # noqa: E731
+    kept_rows = [r for r in rows if not mine(r)]
+    kept_preds = [p for p in preds if not mine(p)]
+    if ckpt is not None:
+        before = set(ckpt["done_steps"][:-1])
+        old_rows = [r for r in rows if mine(r) and r["trained_through"] in before]
+        old_preds = [p for p in preds if mine(p) and p["trained_through"] in before]
+        if len(old_rows) == rows_per_pass * len(before) and len(old_preds) == passes * len(before):
+            kept_rows += old_rows + ckpt["rows"]
+            kept_preds += old_preds + ckpt["preds"]
+        else:
+            _log(f"{name} (seed {seed}): the results files do not match its checkpoint; starting it over")
+            ckpt = None
+    if kept_rows != rows:
+        write_jsonl_atomic(results_path, kept_rows)
+    if kept_preds != preds:
+        write_jsonl_atomic(preds_path, kept_preds)
+    return ckpt
 
 
 def evaluation_steps(method_cls, n_exp: int) -> list[int]:
@@ -201,7 +274,7 @@ def run_benchmark(req: RunRequest) -> Path:
         if dropped:
             _log(f"repaired {path.name}: dropped a half-written last line ({dropped} bytes) left by an interrupted run")
     existing = read_jsonl(results_path) if results_path.is_file() else []
-    complete, partial = _completed(existing, expected_rows)
+    rows_complete, _ = _completed(existing, expected_rows)
     # Every check before anything in the directory changes.
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -221,21 +294,15 @@ def run_benchmark(req: RunRequest) -> Path:
                              f"{', '.join(changed)}): resuming would mix results; use another --out directory")
         for done in meta.get("strategy_runs", []):  # skipping a finished strategy is only right if nothing changed
             name = done["strategy"]
-            if (name, done["seed"]) not in partial and name in configs \
-                    and done["config"] != dataclasses.asdict(configs[name]):
+            if name in configs and not done.get("failure") and done["config"] != dataclasses.asdict(configs[name]):
                 raise ValueError(
                     f"{out} holds {name} (seed {done['seed']}) run with config {done['config']}, which differs "
                     f"from the current {dataclasses.asdict(configs[name])}: use another --out directory"
                 )
-    if partial:  # a strategy interrupted mid-way is redone from its start: drop its rows
-        keep = [r for r in existing if (r["strategy"], r["seed"]) not in partial]
-        kept_preds = [p for p in (read_jsonl(preds_path) if preds_path.is_file() else [])
-                      if (p["strategy"], p["seed"]) not in partial]
-        write_jsonl_atomic(results_path, keep)
-        write_jsonl_atomic(preds_path, kept_preds)
-        _log(f"redoing interrupted strategies: {sorted(partial)}")
     meta["checksums"] = checksums
-    meta["strategy_runs"] = [s for s in meta.get("strategy_runs", []) if (s["strategy"], s["seed"]) not in partial]
+    meta.setdefault("strategy_runs", [])
+    # complete: every row written and the costs recorded; anything else of a strategy resumes from its checkpoint
+    complete = rows_complete & {(s["strategy"], s["seed"]) for s in meta["strategy_runs"] if not s.get("failure")}
     config["strategies"] = {**meta.get("config", {}).get("strategies", {}), **config["strategies"]}
     old_seeds = meta.get("config", {}).get("seeds", [meta.get("config", {}).get("seed", 0)] if meta.get("config") else [])
     config["seeds"] = sorted(set(old_seeds) | set(req.seeds))  # a run directory may gather seeds over calls
@@ -256,17 +323,38 @@ def run_benchmark(req: RunRequest) -> Path:
 
     memo = DecodeMemo()
     memo_context = (backbone_spec, profile.encoder_window_seconds)
+    n_sets = len(scenario.evaluation_sets())
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
         for name in req.strategies:
+            ckpt_path = out / "checkpoints" / f"{name}_seed{seed}.pt"
             if (name, seed) in complete:
                 _log(f"{name} (seed {seed}): already complete, skipped")
+                ckpt_path.unlink(missing_ok=True)  # a crash after the costs were recorded can leave one
                 continue
-            _log(f"strategy {name} (seed {seed})")
             release_memory(device)
             seed_everything(seed)
-            method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=seed)
-            method.base_languages = base_languages
-            method.setup()
+            ckpt = load_checkpoint(ckpt_path, device) if ckpt_path.is_file() else None
+            if ckpt is not None and ckpt["book"]["config"] != dataclasses.asdict(configs[name]):
+                raise ValueError(f"{out}: the checkpoint of {name} (seed {seed}) was made with config "
+                                 f"{ckpt['book']['config']}, not the current {dataclasses.asdict(configs[name])}: "
+                                 "use another --out directory")
+            ckpt = _resume_rows(results_path, preds_path, name, seed, ckpt, rows_per_pass, n_sets)
+            if ckpt is None:
+                _log(f"strategy {name} (seed {seed})")
+                method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=seed)
+                method.base_languages = base_languages
+                method.setup()
+                book = {"config": dataclasses.asdict(configs[name]), "train_seconds": [], "eval_seconds": 0.0,
+                        "trainable": 0, "decodes": {"computed": 0, "reused": 0}, "peak_memory_mb": 0.0,
+                        "faults": []}
+                done_steps = []
+            else:  # go on from the last finished evaluation pass, in the state it left
+                method, book, done_steps = ckpt["method"], ckpt["book"], list(ckpt["done_steps"])
+                _set_rng_state(ckpt["rng"])
+                last = done_steps[-1]
+                _log(f"strategy {name} (seed {seed}): resumed from its checkpoint after "
+                     f"{'the evaluation before training' if last < 0 else scenario.experience_names[last]}")
+            del ckpt
             problem = method.problem_with(scenario) if method.trains else None
             if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
                 _log(f"{name} cannot run on {scenario.name}: {problem}")
@@ -285,50 +373,57 @@ def run_benchmark(req: RunRequest) -> Path:
                 max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
                 seed=seed, progress=req.progress,
             )
-            train_seconds, eval_seconds, trainable, n_faults = [], 0.0, 0, 0
-            decodes = {"computed": 0, "reused": 0}
+            strategy.faults = book["faults"]
             with PeakMemory(device) as mem:
-                for step in steps[name]:
+                for step in steps[name][len(done_steps):]:
                     if step >= 0 and method.trains:
+                        n_faults = len(strategy.faults)
                         t0 = time.perf_counter()
                         strategy.train(scenario.joint_train_experience() if method.joint
                                        else scenario.benchmark.train_stream[step])
-                        train_seconds.append(time.perf_counter() - t0)
+                        book["train_seconds"].append(time.perf_counter() - t0)
                         for fault in strategy.faults[n_faults:]:
                             _log(f"  {name}: training fault on {fault['experience']}: {fault['reason']}")
-                        n_faults = len(strategy.faults)
-                        trainable = max(trainable, strategy.last_trainable)
+                        book["trainable"] = max(book["trainable"], strategy.last_trainable)
                     rows, preds, secs = _evaluate(strategy, scenario, name, seed, step)
-                    eval_seconds += secs
+                    book["eval_seconds"] += secs
                     for o in strategy.eval_outputs.values():
-                        decodes["reused" if o.reused else "computed"] += 1
+                        book["decodes"]["reused" if o.reused else "computed"] += 1
+                    book["peak_memory_mb"] = max(book["peak_memory_mb"], mem.peak_mb)
+                    done_steps.append(step)
+                    # checkpoint first, then the rows: a crash in between is mended from the checkpoint
+                    save_checkpoint(ckpt_path, method, done_steps, rows, preds, book)
                     append_jsonl(results_path, rows)
                     append_jsonl(preds_path, preds)
                     summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
                     after = "all experiences at once" if method.joint else scenario.experience_names[step]
                     _log(f"  {name} after {'no training' if step < 0 else after}: "
                          f"{scenario.metric} {summary}")
+            meta["strategy_runs"] = [s for s in meta["strategy_runs"] if (s["strategy"], s["seed"]) != (name, seed)]
             meta["strategy_runs"].append({
                 "strategy": name,
                 "seed": seed,
                 "description": classes[name].description,
                 "config": dataclasses.asdict(configs[name]),
-                "trainable_params": trainable,
+                "trainable_params": book["trainable"],
                 "stored_params_per_experience": method.stored_parameters_per_experience(),
                 "backbone_params": sum(p.numel() for p in pristine.parameters()),
-                "train_seconds": round(sum(train_seconds), 2),
-                "train_seconds_per_experience": [round(s, 2) for s in train_seconds],
-                "eval_seconds": round(eval_seconds, 2),
-                "peak_memory_mb": round(mem.peak_mb, 1),
-                "decodes": decodes,
+                "train_seconds": round(sum(book["train_seconds"]), 2),
+                "train_seconds_per_experience": [round(s, 2) for s in book["train_seconds"]],
+                "eval_seconds": round(book["eval_seconds"], 2),
+                "peak_memory_mb": round(max(book["peak_memory_mb"], mem.peak_mb), 1),
+                "decodes": book["decodes"],
                 "eval_routing": getattr(configs[name], "eval_routing", None),
                 "joint": classes[name].joint,
                 "info": method.info(),
                 "training_faults": strategy.faults,  # steps skipped for NaN/inf losses, experiences ended early
             })
             write_json_atomic(meta_path, meta)
+            ckpt_path.unlink(missing_ok=True)  # the strategy is complete: its rows and costs are all written
             del strategy, method
 
+    if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
+        (out / "checkpoints").rmdir()
     meta["status"] = "complete"
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["timings"] = {"scenario_build_seconds": round(build_seconds, 2),
