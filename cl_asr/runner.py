@@ -32,7 +32,8 @@ from .cl.resources import PeakMemory
 from .cl.template import ASRTemplate, DecodeMemo
 from .env_info import device_info, git_commit, package_versions
 from .methods import get_method, method_config
-from .metrics.text import score_utterances
+from .methods.base import tensor_digest
+from .metrics.text import pooled, score_utterances
 from .results import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
 from .scenarios import load_scenario_builder, scenario_path
 
@@ -75,13 +76,8 @@ def _log(msg: str) -> None:
 
 def weights_checksum(model: torch.nn.Module) -> str:
     """A hash of every weight (name, dtype, shape, values) of the backbone the run starts from."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(model.state_dict().items()):
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    named = sorted(model.state_dict().items())
+    return tensor_digest([t for _, t in named], [n for n, _ in named])
 
 
 def _check_writable(out: Path) -> None:
@@ -113,12 +109,11 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
         per_utt = score_utterances(out.refs, out.hyps, out.target.language, scenario.metrics_for(*out.target_key),
                                    [extras.get(i, {}) for i in out.ids])
         for metric, counts in per_utt.items():
-            edits, ref_tokens = sum(c.edits for c in counts), sum(c.ref_tokens for c in counts)
+            c = pooled(counts)
             rows.append({
                 "scenario": scenario.name, "strategy": name, "seed": seed, "trained_through": trained_through,
-                "eval_on": out.target.name, "metric": metric,
-                "value": edits / ref_tokens if ref_tokens else float("nan"), "edits": edits,
-                "ref_tokens": ref_tokens, "n_utts": len(out.refs), "stream": stream,
+                "eval_on": out.target.name, "metric": metric, "value": c.rate, "edits": c.edits,
+                "ref_tokens": c.ref_tokens, "n_utts": len(out.refs), "stream": stream,
                 "decode_language": out.target.decode_language,
                 **({"routing": routing, "routing_accuracy": out.routing_accuracy} if routing else {}),
             })
@@ -133,14 +128,12 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
     return rows, preds, seconds
 
 
-def _completed(rows: list[dict], expected: dict[str, int]) -> tuple[set, set]:
-    """(complete, partial) sets of (strategy, seed) among existing result rows; `expected` rows per strategy."""
+def _completed(rows: list[dict], expected: dict[str, int]) -> set:
+    """(strategy, seed) pairs whose result rows are all there; `expected` rows per strategy."""
     counts: dict[tuple, int] = {}
     for r in rows:
         counts[(r["strategy"], r["seed"])] = counts.get((r["strategy"], r["seed"]), 0) + 1
-    complete = {k for k, n in counts.items() if n == expected.get(k[0])}
-    # strategies this request does not name are left as they are
-    return complete, {k for k in counts if k[0] in expected} - complete
+    return {k for k, n in counts.items() if n == expected.get(k[0])}
 
 
 def _rng_state() -> dict:
@@ -274,7 +267,8 @@ def run_benchmark(req: RunRequest) -> Path:
         if dropped:
             _log(f"repaired {path.name}: dropped a half-written last line ({dropped} bytes) left by an interrupted run")
     existing = read_jsonl(results_path) if results_path.is_file() else []
-    rows_complete, _ = _completed(existing, expected_rows)
+    rows_complete = _completed(existing, expected_rows)
+    started = {(r["strategy"], r["seed"]) for r in existing}  # strategies with rows to keep or mend
     # Every check before anything in the directory changes.
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -338,7 +332,8 @@ def run_benchmark(req: RunRequest) -> Path:
                 raise ValueError(f"{out}: the checkpoint of {name} (seed {seed}) was made with config "
                                  f"{ckpt['book']['config']}, not the current {dataclasses.asdict(configs[name])}: "
                                  "use another --out directory")
-            ckpt = _resume_rows(results_path, preds_path, name, seed, ckpt, rows_per_pass, n_sets)
+            if ckpt is not None or (name, seed) in started:
+                ckpt = _resume_rows(results_path, preds_path, name, seed, ckpt, rows_per_pass, n_sets)
             if ckpt is None:
                 _log(f"strategy {name} (seed {seed})")
                 method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=seed)

@@ -41,6 +41,17 @@ def register_method(name: str):
     return decorator
 
 
+def tensor_digest(tensors, names=None) -> str:
+    """A content hash of tensors (dtype, shape and bytes; with `names`, those too): identical digests mean
+    identical values. Used for decode-memo keys and for the backbone checksum in run.json."""
+    h = hashlib.blake2b(digest_size=16)
+    for i, t in enumerate(tensors):
+        label = names[i] if names is not None else i
+        h.update(f"{label}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 @dataclass
 class MethodConfig:
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
@@ -195,10 +206,7 @@ class Method:
         # hash until a tensor changes (in-place updates, e.g. optimiser steps, bump a tensor's _version).
         stamp = tuple((id(t), t._version) for t in tensors)
         if stamp not in self._hash_cache:
-            h = hashlib.blake2b(digest_size=16)
-            for t in tensors:
-                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-            self._hash_cache = {stamp: h.hexdigest()}  # only the latest state is ever asked for again
+            self._hash_cache = {stamp: tensor_digest(tensors)}  # only the latest state is ever asked for again
         return self._hash_cache[stamp]
 
     def n_trainable(self) -> int:

@@ -126,8 +126,12 @@ def score_utterances(refs: list[str], hyps: list[str], language: str, metrics=("
 def score(refs: list[str], hyps: list[str], language: str, metrics=("wer", "cer"),
           extras: list[dict] | None = None) -> dict[str, ErrorCount]:
     """Pooled error counts of one evaluation cell: sums of `score_utterances` over the utterances."""
-    per_utt = score_utterances(refs, hyps, language, metrics, extras)
-    return {m: ErrorCount(sum(c.edits for c in cs), sum(c.ref_tokens for c in cs)) for m, cs in per_utt.items()}
+    return {m: pooled(cs) for m, cs in score_utterances(refs, hyps, language, metrics, extras).items()}
+
+
+def pooled(counts: list[ErrorCount]) -> ErrorCount:
+    """One cell's error count from its utterances': sums of edits and of reference tokens (FACTS §8)."""
+    return ErrorCount(sum(c.edits for c in counts), sum(c.ref_tokens for c in counts))
 
 
 def error_counts(refs: list[str], hyps: list[str], language: str) -> dict[str, ErrorCount]:

@@ -277,10 +277,10 @@ def _transfer_and_cost_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: 
         trainable=("trainable_params", "max"), stored=("stored_params_per_experience", "max"),
         train_mean=("train_seconds", "mean"), train_std=("train_seconds", "std"), eval_mean=("eval_seconds", "mean"),
         memory=("peak_memory_mb", "max"), seeds=("seed", "nunique")).reindex(sc.systems)
-    points = pd.DataFrame([{"system": s, **{k: v for k, v in zip(("point", "low", "high"), (
-        sc.est(s, "avg_error").point, sc.est(s, "avg_error").low, sc.est(s, "avg_error").high))},
-        "trainable_params": per_system.loc[s, "trainable"], "stored_params_per_experience": per_system.loc[s, "stored"]}
-        for s in sc.systems])
+    points = pd.DataFrame([{"system": s, "point": e.point, "low": e.low, "high": e.high,
+                            "trainable_params": per_system.loc[s, "trainable"],
+                            "stored_params_per_experience": per_system.loc[s, "stored"]}
+                           for s, e in ((s, sc.est(s, "avg_error")) for s in sc.systems)])
     pareto = plots.error_vs_params(points, sc.metric, plot_dir / f"{prefix}error_vs_params.png")
     cost_rows = []
     for s, r in per_system.iterrows():
@@ -349,7 +349,7 @@ def _claims_blocks(sc: _Scenario) -> list[Block]:
         for v in check_claims(table, claims, compare):
             rows.append({**({"run": name} if len(sc.runs) > 1 else {}), "claim": v.text, "verdict": v.verdict,
                          "significance": v.significance, "figures": v.figures, "source": v.source})
-    n_seeds = max(sc.stats.seeds[s].__len__() for s in sc.systems)
+    n_seeds = max(len(sc.stats.seeds[s]) for s in sc.systems)
     return [Block("h2", "The papers' claims on this run" if len(sc.runs) == 1 else "The papers' claims, run by run"),
             Block("p", f"Each claim from `baselines/references.yaml` checked against this run's summary (mean over "
                        f"{n_seeds} seed{'s' if n_seeds > 1 else ''}). A claim is held when the direction is right; "

@@ -110,6 +110,7 @@ class Bootstrap:
         self.seed_draws = {s: rng.integers(0, len(v), size=(self.n, len(v))) for s, v in sorted(self.seeds.items())}
         self.other_metrics = tuple(m for m in other_metrics if self._scored_on_experiences(m))
         self._measures = {(s, seed): self._measures_of(s, seed) for s, v in self.seeds.items() for seed in v}
+        self._cache: dict[tuple, np.ndarray] = {}
 
     # -- per-utterance counts -> replicate rates -------------------------------------------------------
     def _collect(self, predictions: list[dict], metric: str) -> dict[str, _SetCounts]:
@@ -185,12 +186,20 @@ class Bootstrap:
         return np.concatenate([[stacked[:, 0].mean()], resampled])
 
     def replicates(self, system: str, measure: str) -> np.ndarray:
-        return self._over_seeds(system, [self._measures[(system, s)][measure] for s in self.seeds[system]])
+        key = ("measure", system, measure)  # the report asks for the same figures many times
+        if key not in self._cache:
+            self._cache[key] = self._over_seeds(
+                system, [self._measures[(system, s)][measure] for s in self.seeds[system]])
+        return self._cache[key]
 
     def cell_replicates(self, system: str, step: int, name: str, metric: str | None = None) -> np.ndarray:
-        nan = np.full(self.n + 1, np.nan)
-        rates = self.rates[metric or self.metric]
-        return self._over_seeds(system, [rates.get((system, s, step, name), nan) for s in self.seeds[system]])
+        key = ("cell", system, step, name, metric or self.metric)
+        if key not in self._cache:
+            nan = np.full(self.n + 1, np.nan)
+            rates = self.rates[metric or self.metric]
+            self._cache[key] = self._over_seeds(
+                system, [rates.get((system, s, step, name), nan) for s in self.seeds[system]])
+        return self._cache[key]
 
     @staticmethod
     def _estimate(reps: np.ndarray, per_seed: list[float]) -> Estimate:
