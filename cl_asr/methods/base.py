@@ -108,6 +108,9 @@ class Method:
     config_class: ClassVar[type] = MethodConfig
     trains: ClassVar[bool] = True  # False for zero_shot: the runner skips training entirely
     joint: ClassVar[bool] = False  # True: trained once on all experiences together (the joint reference)
+    # True when a plugin reads the model's logits at every position (LwF distils them); otherwise the training
+    # loss projects only the labelled positions onto the vocabulary.
+    needs_logits: ClassVar[bool] = False
 
     def __init__(self, config, model: nn.Module, tokenizer, seed: int = 0):
         self.config = config

@@ -178,6 +178,7 @@ class DistillationPlugin(SupervisedPlugin):
 class LwF(FullFineTuning):
     description = "full fine-tuning with learning-without-forgetting distillation from the previous model"
     config_class = LwFConfig
+    needs_logits = True  # the distillation plugin compares logits at every position
 
     def setup(self) -> None:
         super().setup()

@@ -38,11 +38,26 @@ class ProfileConfig:
     prompt_length: int | None = field(
         default=None, metadata={"help": "override every prompt method's prompt_length (micro keeps them tiny)"}
     )
+    precision: str = field(
+        default="auto",
+        metadata={"help": "fp32, bf16 (autocast) or auto: bf16 on a GPU that supports it, fp32 elsewhere (on a "
+                  "CPU without bf16 units bf16 is slower; measured in reports/speed)"})
+    encoder_cache_mb: float = field(
+        default=2048, metadata={"help": "memory for cached encoder outputs (frozen, unprompted encoders); 0 = off"})
+    encoder_cache_disk_mb: float = field(
+        default=0, metadata={"help": "disk space for encoder outputs pushed out of memory (in the cache directory, "
+                             "shared by runs: keys are content digests)"})
+    loader_workers: int = field(default=0, metadata={"help": "data-loader worker processes (log-mel extraction)"})
 
     def __post_init__(self):
         for name in ("n_train", "n_test", "epochs", "batch_size", "eval_batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        for name in ("encoder_cache_mb", "encoder_cache_disk_mb", "loader_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
 
 @dataclass

@@ -1,0 +1,140 @@
+"""Speed features must not change what is computed: the encoder-output cache (what it reuses, when it refuses,
+its budget), the loss at labelled positions, and slim checkpoints (what they leave out and put back)."""
+import copy
+
+import pytest
+import torch
+
+from cl_asr.cl.collate import ASRCollator, with_prefix
+from cl_asr.cl.encoder_cache import EncoderCache, encoder_fingerprint
+from cl_asr.methods import Target, get_method, method_config
+from cl_asr.runner import load_checkpoint, pristine_names, save_checkpoint
+
+FEATS = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(0))
+TRAIN = Target("train", 0, "eo", "eo", "es")
+TEST = Target("test", 0, "eo", "eo", "es")
+ROWS = [{"text": "La hundo dormas."}, {"text": "Mi trinkas teon."}]
+
+
+def make(name, model, tokenizer):
+    method = get_method(name)(method_config(name, None, prompt_length=3), model, tokenizer, seed=0)
+    method.features_of = lambda rows: FEATS[: len(rows)]
+    method.setup()
+    return method
+
+
+def test_cache_returns_exactly_the_encoder_output_and_reuses_it(tiny_model):
+    cache, enc = EncoderCache(), tiny_model.model.encoder
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        expected = enc(FEATS).last_hidden_state
+    first = cache.encode(enc, FEATS)
+    assert torch.equal(first, expected) and (cache.hits, cache.misses) == (0, 3)
+    again = cache.encode(enc, FEATS[[2, 0]])  # any batch order: keyed per utterance by its features
+    assert torch.equal(again, expected[[2, 0]]) and cache.hits == 2
+    with torch.no_grad():
+        enc.layers[0].fc1.weight.add_(0.01)  # an in-place change of any encoder tensor is another encoder
+    changed = cache.encode(enc, FEATS[:1])
+    assert cache.misses == 4 and not torch.equal(changed, expected[:1])
+    with torch.no_grad():
+        assert torch.equal(changed, enc(FEATS[:1]).last_hidden_state)
+
+
+@pytest.mark.parametrize("name,cacheable", [
+    ("zero_shot", True), ("spt_decoder", True), ("dpt", False), ("spt_entire", False), ("spt_input", False),
+    ("lora", False), ("adapter", False), ("fft", False), ("lapt", False),
+])
+def test_only_a_frozen_unprompted_encoder_is_cached(tiny, name, cacheable):
+    """Decided on the module (grads, hooks, foreign layers), not by the strategy's say-so."""
+    model = copy.deepcopy(tiny.model).eval()
+    method = make(name, model, tiny.tokenizer)
+    if method.trains:
+        method.before_experience(TRAIN, ROWS)  # creates the experience's prompts / LoRA / adapters
+    with method.route(TRAIN):
+        assert (encoder_fingerprint(model.model.encoder, {}) is not None) is cacheable
+
+
+def test_dropout_in_training_mode_is_not_cached(tiny):
+    model = copy.deepcopy(tiny.model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.model.encoder.layers[0].dropout_layer = torch.nn.Dropout(0.1)  # a stochastic layer
+    assert encoder_fingerprint(model.model.encoder.train(), {}) is None
+    assert encoder_fingerprint(model.model.encoder.eval(), {}) is not None
+
+
+def test_memory_budget_pushes_the_oldest_out_to_disk_and_reads_it_back(tiny_model, tmp_path):
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    enc = tiny_model.model.encoder
+    one = enc(FEATS[:1]).last_hidden_state
+    size_mb = one.numel() * 4 / 2**20
+    cache = EncoderCache(memory_mb=2.5 * size_mb, disk_dir=tmp_path / "enc", disk_mb=10 * size_mb)
+    cache.encode(enc, FEATS)  # three utterances, room for two in memory
+    assert cache.stats()["memory_mb"] <= 2.5 * size_mb + 1e-6 and len(list((tmp_path / "enc").glob("*.pt"))) == 1
+    out = cache.encode(enc, FEATS[:1])  # the oldest, now on disk
+    assert cache.hits == 1 and torch.equal(out, one)
+    fresh = EncoderCache(memory_mb=0.001, disk_dir=tmp_path / "enc", disk_mb=10 * size_mb)  # another run
+    assert fresh.encode(enc, FEATS[:1]) is not None and fresh.hits == 1
+
+
+def test_cached_training_gives_the_plain_loss_and_gradients(tiny, tiny_model):
+    """The template's loss (cached encoder, vocabulary projection at labelled positions only) against the
+    model's own loss from the features."""
+    from cl_asr.cl.template import ASRTemplate, DecodeMemo
+
+    method = make("spt_decoder", tiny_model, tiny.tokenizer)
+    method.before_experience(TRAIN, ROWS)
+    collator = ASRCollator(tiny.tokenizer, tiny.feature_extractor, {"eo": "es"})
+    strategy = ASRTemplate(method=method, collator=collator, target_of=lambda e: TRAIN, train_mb_size=2,
+                           train_epochs=1, eval_mb_size=2, max_new_tokens=4, memo=DecodeMemo(), progress=False,
+                           encoder_cache=EncoderCache())
+    batch = collator([{"id": f"u{i}", "audio": {"array": torch.randn(16000).numpy() * 0.1, "sampling_rate": 16000},
+                       "text": r["text"], "language": "eo"} for i, r in enumerate(ROWS)])
+    strategy.experience, strategy.mbatch = object(), batch  # target_of maps any experience to TRAIN
+    ours = strategy.forward().loss
+    ours.backward()
+    grads_ours = [p.grad.clone() for p in method.trainable_parameters()]
+    for p in method.trainable_parameters():
+        p.grad = None
+    with method.route(TRAIN) as route:
+        ids, labels = with_prefix(batch["decoder_input_ids"], batch["labels"], route.decoder_prefix)
+        plain = tiny_model(input_features=batch["input_features"], decoder_input_ids=ids, labels=labels).loss
+    plain.backward()
+    assert strategy.encoder_cache.misses == 2
+    assert torch.allclose(ours, plain, rtol=1e-5, atol=1e-6)
+    for a, p in zip(grads_ours, method.trainable_parameters()):
+        assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["spt_entire", "lora", "fft"])
+def test_slim_checkpoint_stores_what_was_trained_and_restores_the_rest(tiny, tmp_path, name):
+    pristine = copy.deepcopy(tiny.model).eval()
+    method = make(name, copy.deepcopy(pristine), tiny.tokenizer)
+    pristine_of = pristine_names(method, pristine)
+    method.before_experience(TRAIN, ROWS)
+    with torch.no_grad():
+        for p in method.trainable_parameters():
+            p.add_(0.01)  # as if trained
+    method.after_experience(TRAIN)
+    method.experiences_trained = 1
+    state = {k: v.clone() for k, v in method.model.state_dict().items()}
+    size = save_checkpoint(tmp_path / "c.pt", method, [-1, 0], [], [], {"x": 1}, pristine, pristine_of)
+    assert torch.equal(next(iter(method.model.parameters())), next(iter(pristine.parameters()))) or name == "fft"
+    assert all(v.numel() for v in method.model.state_dict().values())  # the live method got its tensors back
+    backbone_bytes = 4 * sum(p.numel() for p in pristine.parameters())
+    if name == "fft":
+        assert size > 0.9 * backbone_bytes  # all but the fixed positional embeddings
+    else:
+        assert size < backbone_bytes / 5, size
+    ckpt, again = load_checkpoint(tmp_path / "c.pt", torch.device("cpu"), pristine, tiny.tokenizer)
+    restored = ckpt["method"]
+    assert restored.tokenizer is tiny.tokenizer and ckpt["book"] == {"x": 1}
+    assert restored.model.state_dict().keys() == state.keys()
+    for k, v in restored.model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    # what was left out is a copy, not the pristine backbone itself
+    assert all(p.data_ptr() != q.data_ptr() for p in restored.model.parameters() for q in list(pristine.parameters())[:3])
+    # next save knows them again: FFT left only its fixed positional embeddings untouched
+    assert len(again) == (1 if name == "fft" else len(list(pristine.parameters())))
