@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import load_backbone
+from .backbones import cache_dir, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
 from .cl.collate import ASRCollator
+from .cl.encoder_cache import EncoderCache
 from .cl.resources import PeakMemory
 from .cl.template import ASRTemplate, DecodeMemo
 from .env_info import device_info, git_commit, package_versions
@@ -100,8 +101,8 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
     routing = getattr(strategy.method.config, "eval_routing", None)
     strategy.eval_outputs = {}
     start = time.perf_counter()
-    strategy.eval(scenario.benchmark.test_stream)
-    strategy.eval(scenario.benchmark.preservation_stream)
+    # one call for every set, so a model that decodes them alike can batch across sets
+    strategy.eval([*scenario.benchmark.test_stream, *scenario.benchmark.preservation_stream])
     seconds = time.perf_counter() - start
     rows, preds = [], []
     extras = scenario.reference_extras()  # segments / entities by utterance id, read once per scenario
@@ -151,32 +152,72 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, method, done_steps: list[int], rows: list[dict], preds: list[dict], book: dict) -> None:
+def pristine_names(method, pristine: torch.nn.Module) -> dict[int, str]:
+    """Which of the method's parameters started as which backbone parameter (by object identity; the method's
+    model is a deep copy of `pristine`, and wrapping it, e.g. with peft, keeps the parameter objects)."""
+    return {id(mine): name for (name, _), mine in zip(pristine.named_parameters(), method.model.parameters())}
+
+
+def save_checkpoint(path: Path, method, done_steps: list[int], rows: list[dict], preds: list[dict], book: dict,
+                    pristine: torch.nn.Module, pristine_of: dict[int, str]) -> int:
     """After an evaluation pass, before its rows are appended: everything needed to go on from here in another
     process (the method with its model, parameter sets, hooks and plugins, pickled whole with dill as
-    Avalanche's checkpointing does; the random-number states; the pass's rows; the cost bookkeeping)."""
+    Avalanche's checkpointing does; the random-number states; the pass's rows; the cost bookkeeping).
+
+    Backbone parameters still equal to the pretrained ones are not written, only their names: a frozen-backbone
+    method's checkpoint holds what it trained (prompts, LoRA, adapters), FFT's the whole model. Returns the
+    checkpoint's size in bytes."""
     import dill
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    features_of = method.__dict__.pop("features_of", None)  # set by the template: the collator, not state
+    # not state: the template's feature function (the collator) and the backbone's tokenizer
+    features_of = method.__dict__.pop("features_of", None)
+    tokenizer = method.__dict__.pop("tokenizer")
+    reference = dict(pristine.named_parameters())
+    unchanged: dict[str, str] = {}  # the method's name of a parameter -> the backbone's
+    held: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        torch.save({"method": method, "done_steps": done_steps, "rows": rows, "preds": preds, "book": book,
-                    "rng": _rng_state()}, tmp, pickle_module=dill)
+        with torch.no_grad():
+            for qname, p in method.model.named_parameters():
+                source = pristine_of.get(id(p))
+                if source is not None and torch.equal(p, reference[source]):
+                    unchanged[qname] = source
+                    held.append((p, p.data))
+                    p.data = torch.empty(0, dtype=p.dtype, device=p.device)  # written as a name, not its values
+        torch.save({"method": method, "unchanged_backbone": unchanged, "done_steps": done_steps, "rows": rows,
+                    "preds": preds, "book": book, "rng": _rng_state()}, tmp, pickle_module=dill)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        size = tmp.stat().st_size
         os.replace(tmp, path)  # a crash while saving leaves the previous checkpoint whole
+        return size
     finally:
+        for p, data in held:
+            p.data = data
+        method.tokenizer = tokenizer
         if features_of is not None:
             method.features_of = features_of
         if tmp.exists():
             tmp.unlink()
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict:
+def load_checkpoint(path: Path, device: torch.device, pristine: torch.nn.Module, tokenizer) -> tuple[dict, dict[int, str]]:
+    """The checkpoint with what it left out filled in (backbone parameters from `pristine`, the tokenizer), and
+    the method-parameter -> backbone-name map for the next save."""
     import dill
 
-    return torch.load(path, pickle_module=dill, map_location=device, weights_only=False)
+    ckpt = torch.load(path, pickle_module=dill, map_location=device, weights_only=False)
+    ckpt["method"].tokenizer = tokenizer
+    reference = dict(pristine.named_parameters())
+    model = ckpt["method"].model
+    pristine_of = {}
+    with torch.no_grad():
+        for qname, source in ckpt.pop("unchanged_backbone", {}).items():
+            p = model.get_parameter(qname)
+            p.data = reference[source].detach().clone()
+            pristine_of[id(p)] = source
+    return ckpt, pristine_of
 
 
 def _resume_rows(results_path: Path, preds_path: Path, name: str, seed: int, ckpt: dict | None,
@@ -206,6 +247,14 @@ def _resume_rows(results_path: Path, preds_path: Path, name: str, seed: int, ckp
     return ckpt
 
 
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """auto: bf16 on a GPU with bf16 support, fp32 elsewhere (this project's 2-core CPU has no bf16 units:
+    bf16 autocast made the encoder 2.3x slower there, reports/speed)."""
+    if setting != "auto":
+        return setting
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def evaluation_steps(method_cls, n_exp: int) -> list[int]:
     """Rows of the error matrix a strategy fills: -1 (before training) and after every experience; a joint
     strategy trains once on everything, so it has the first and the last row only."""
@@ -224,6 +273,7 @@ def run_benchmark(req: RunRequest) -> Path:
     _check_writable(out)
 
     device = torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_precision(profile.precision, device)
     _log(f"loading backbone {backbone_spec} on {device}")
     if not req.seeds or len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
@@ -316,7 +366,9 @@ def run_benchmark(req: RunRequest) -> Path:
     write_json_atomic(meta_path, meta)
 
     memo = DecodeMemo()
-    memo_context = (backbone_spec, profile.encoder_window_seconds)
+    memo_context = (backbone_spec, profile.encoder_window_seconds, precision)
+    encoder_cache = EncoderCache(profile.encoder_cache_mb, cache_dir() / "encoder_outputs",
+                                 profile.encoder_cache_disk_mb) if profile.encoder_cache_mb > 0 else None
     n_sets = len(scenario.evaluation_sets())
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
         for name in req.strategies:
@@ -327,7 +379,7 @@ def run_benchmark(req: RunRequest) -> Path:
                 continue
             release_memory(device)
             seed_everything(seed)
-            ckpt = load_checkpoint(ckpt_path, device) if ckpt_path.is_file() else None
+            ckpt, pristine_of = load_checkpoint(ckpt_path, device, pristine, backbone.tokenizer) if ckpt_path.is_file() else (None, {})
             if ckpt is not None and ckpt["book"]["config"] != dataclasses.asdict(configs[name]):
                 raise ValueError(f"{out}: the checkpoint of {name} (seed {seed}) was made with config "
                                  f"{ckpt['book']['config']}, not the current {dataclasses.asdict(configs[name])}: "
@@ -337,11 +389,12 @@ def run_benchmark(req: RunRequest) -> Path:
             if ckpt is None:
                 _log(f"strategy {name} (seed {seed})")
                 method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=seed)
+                pristine_of = pristine_names(method, pristine)
                 method.base_languages = base_languages
                 method.setup()
                 book = {"config": dataclasses.asdict(configs[name]), "train_seconds": [], "eval_seconds": 0.0,
                         "trainable": 0, "decodes": {"computed": 0, "reused": 0}, "peak_memory_mb": 0.0,
-                        "faults": []}
+                        "faults": [], "stored_bytes": 0}
                 done_steps = []
             else:  # go on from the last finished evaluation pass, in the state it left
                 method, book, done_steps = ckpt["method"], ckpt["book"], list(ckpt["done_steps"])
@@ -366,7 +419,8 @@ def run_benchmark(req: RunRequest) -> Path:
                 method=method, collator=collator, target_of=scenario.target_of,
                 train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,
                 max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
-                seed=seed, progress=req.progress,
+                seed=seed, progress=req.progress, encoder_cache=encoder_cache, precision=precision,
+                loader_workers=profile.loader_workers,
             )
             strategy.faults = book["faults"]
             with PeakMemory(device) as mem:
@@ -387,7 +441,8 @@ def run_benchmark(req: RunRequest) -> Path:
                     book["peak_memory_mb"] = max(book["peak_memory_mb"], mem.peak_mb)
                     done_steps.append(step)
                     # checkpoint first, then the rows: a crash in between is mended from the checkpoint
-                    save_checkpoint(ckpt_path, method, done_steps, rows, preds, book)
+                    book["stored_bytes"] = max(book.get("stored_bytes", 0), save_checkpoint(
+                        ckpt_path, method, done_steps, rows, preds, book, pristine, pristine_of))
                     append_jsonl(results_path, rows)
                     append_jsonl(preds_path, preds)
                     summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
@@ -402,6 +457,8 @@ def run_benchmark(req: RunRequest) -> Path:
                 "config": dataclasses.asdict(configs[name]),
                 "trainable_params": book["trainable"],
                 "stored_params_per_experience": method.stored_parameters_per_experience(),
+                # the largest checkpoint written after an experience: what the method needs stored to go on
+                "stored_bytes": book.get("stored_bytes", 0),
                 "backbone_params": sum(p.numel() for p in pristine.parameters()),
                 "train_seconds": round(sum(book["train_seconds"]), 2),
                 "train_seconds_per_experience": [round(s, 2) for s in book["train_seconds"]],
@@ -423,6 +480,8 @@ def run_benchmark(req: RunRequest) -> Path:
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["timings"] = {"scenario_build_seconds": round(build_seconds, 2),
                        "total_seconds_this_invocation": round(time.perf_counter() - t_start, 2)}
+    meta["speed"] = {"precision": precision,
+                     "encoder_cache": encoder_cache.stats() if encoder_cache is not None else "off"}
     write_json_atomic(meta_path, meta)
     if req.report:
         from .report import write_report

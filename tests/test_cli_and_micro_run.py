@@ -121,13 +121,21 @@ def test_run_json_records_what_determined_the_run(micro_run):
     assert runs["zero_shot"]["trainable_params"] == 0 and runs["zero_shot"]["train_seconds"] == 0
     assert runs["fft"]["trainable_params"] == runs["fft"]["backbone_params"] - 500 * d  # 10 s window: 500 frozen positions
     assert len(runs["fft"]["train_seconds_per_experience"]) == 3 and runs["fft"]["peak_memory_mb"] > 0
+    # checkpoints hold what a strategy trained: a frozen-backbone method's is far smaller than FFT's model
+    backbone_bytes = 4 * runs["fft"]["backbone_params"]
+    assert runs["fft"]["stored_bytes"] > 0.9 * backbone_bytes
+    for name in ("spt_decoder", "spt_entire", "zero_shot"):
+        assert 0 < runs[name]["stored_bytes"] < backbone_bytes / 3, (name, runs[name]["stored_bytes"])
+    # spt_decoder's frozen encoder is cached; encoders with hooks or gradients (adapter, FFT, ...) are not
+    cache = meta["speed"]["encoder_cache"]
+    assert meta["speed"]["precision"] == "fp32" and cache["misses"] > 0 and cache["bypassed"] > 0
 
 
 def test_summary_and_report_files(micro_run):
     out, proc = micro_run
     summary = pd.read_csv(out / "summary.csv")
     for col in ["scenario", "strategy", "seed", "avg_error", "bwt", "forgetting", "fwt", "base_error_delta",
-                "trainable_params", "train_seconds", "peak_memory_mb"]:
+                "trainable_params", "stored_bytes", "train_seconds", "peak_memory_mb"]:
         assert col in summary.columns
     assert sorted(summary.strategy) == sorted(STRATEGIES)
     zs = summary.set_index("strategy").loc["zero_shot"]

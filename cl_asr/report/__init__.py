@@ -43,6 +43,21 @@ def _fmt_params(n) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(n))
 
 
+def _fmt_bytes(n) -> str:
+    if n is None or pd.isna(n) or not n:
+        return "–"
+    n = float(n)
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _stored_bytes(sc, system: str):
+    sizes = [c.get("stored_bytes") for c in sc.costs if c["system"] == system and not c.get("failure")]
+    return max((b for b in sizes if b), default=None)
+
+
 def _facts(meta: dict) -> str:
     cfg, prof, settings = meta["config"], meta["config"]["profile_config"], meta.get("scenario_settings", {})
     window = prof["encoder_window_seconds"]
@@ -148,6 +163,7 @@ def _summary_blocks(sc: _Scenario) -> list[Block]:
                                                      f"{sc.est(s, 'avg_error').point - sc.est(best, 'avg_error').point:+.3f}")
         row["learned_error ↓"] = sc.est(s, "learned_error").text()
         row["base_error ↓"] = sc.est(s, "base_error").text()
+        row["stored / experience ↓"] = _fmt_bytes(_stored_bytes(sc, s))
         for m in other_avgs:
             row[f"{m} ↓"] = sc.est(s, m).text()
         rows.append(row)
@@ -160,7 +176,10 @@ def _summary_blocks(sc: _Scenario) -> list[Block]:
               Block("p", "Strategies from lowest to highest final average error. `vs best`: "
                          + (f"the difference from {best} (no interval: see above)."
                             if isinstance(sc.stats, PointEstimates) else
-                            f"the paired difference from {best} (interval; n.s. = not significant).")),
+                            f"the paired difference from {best} (interval; n.s. = not significant).")
+                         + " `stored / experience`: the largest checkpoint the strategy wrote after an experience "
+                           "(what it must keep to go on: its trained parameters; the whole model for full "
+                           "fine-tuning)."),
               Block("table", pd.DataFrame(rows)),
               Block("h3", "Forgetting and transfer"), Block("table", pd.DataFrame(transfer))]
     if len(routing):
@@ -288,6 +307,7 @@ def _transfer_and_cost_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: 
         cost_rows.append({
             "strategy": s, "seeds": int(r.seeds), "trainable params": _fmt_params(r.trainable),
             "stored params / experience": _fmt_params(r.stored),
+            "stored bytes / experience": _fmt_bytes(_stored_bytes(sc, s)),
             "train s": f"{r.train_mean:.1f}" + (f" ± {r.train_std:.1f}" if r.seeds > 1 else ""),
             "eval s": f"{r.eval_mean:.1f}", "peak memory MB": r.memory,
             "decodes computed / reused": f"{sum(d['computed'] for d in decodes)} / {sum(d['reused'] for d in decodes)}",

@@ -9,7 +9,7 @@ from ..metrics.continual import continual_metrics, joint_metrics
 SUMMARY_COLUMNS = [
     "scenario", "strategy", "seed", "metric", "avg_error", "learned_error", "bwt", "forgetting", "fwt",
     "base_error", "base_error_delta", "intransigence", "routing", "routing_accuracy", "trainable_params",
-    "stored_params_per_experience", "train_seconds", "eval_seconds", "peak_memory_mb",
+    "stored_params_per_experience", "stored_bytes", "train_seconds", "eval_seconds", "peak_memory_mb",
 ]
 
 
@@ -66,6 +66,7 @@ def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
             else float("nan"),
             "trainable_params": cost.get("trainable_params"),
             "stored_params_per_experience": cost.get("stored_params_per_experience"),
+            "stored_bytes": cost.get("stored_bytes"),  # largest checkpoint after an experience (older runs: none)
             "train_seconds": cost.get("train_seconds"),
             "eval_seconds": cost.get("eval_seconds"),
             "peak_memory_mb": cost.get("peak_memory_mb"),
