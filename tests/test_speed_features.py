@@ -138,3 +138,49 @@ def test_slim_checkpoint_stores_what_was_trained_and_restores_the_rest(tiny, tmp
     assert all(p.data_ptr() != q.data_ptr() for p in restored.model.parameters() for q in list(pristine.parameters())[:3])
     # next save knows them again: FFT left only its fixed positional embeddings untouched
     assert len(again) == (1 if name == "fft" else len(list(pristine.parameters())))
+
+
+def test_sets_decoded_together_equal_sets_decoded_one_by_one(tiny):
+    """Cross-set batching (one model decodes every set alike) gives each set the hypotheses it gets alone, and
+    counts them as computed, not reused."""
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.utils import AvalancheDataset
+
+    from cl_asr.backbones.window import set_encoder_window, window_feature_extractor
+    from cl_asr.cl.template import ASRTemplate, DecodeMemo
+    from cl_asr.data.corpus import CorpusSpec, synthesize_corpus
+    from cl_asr.data.text_bank import load_sentences
+    from cl_asr.data.tts import Voice
+
+    sets = [synthesize_corpus(CorpusSpec(f"test/{lang}", lang, tuple(load_sentences(lang)[:2]), (Voice(lang, "m1"),)),
+                              progress=False) for lang in ("eo", "de")]
+    bench = benchmark_from_datasets(train=[AvalancheDataset([d]) for d in sets],
+                                    test=[AvalancheDataset([d]) for d in sets])
+    targets = {("test", 0): Target("test", 0, "eo", "eo", "es"), ("test", 1): Target("test", 1, "de", "de", "de")}
+    model = copy.deepcopy(tiny.model).eval()
+    set_encoder_window(model, 10)
+    collator = ASRCollator(tiny.tokenizer, window_feature_extractor(tiny.feature_extractor, 10), {"eo": "es"})
+    outputs = {}
+    for together in (True, False):
+        strategy = ASRTemplate(
+            method=make("fft", model, tiny.tokenizer), collator=collator,
+            target_of=lambda e: targets[("test", e.current_experience)], train_mb_size=2, train_epochs=1,
+            eval_mb_size=4, max_new_tokens=4, memo=DecodeMemo(), progress=False)
+        calls = []
+        generate = model.generate
+        model.generate = lambda **kw: calls.append(kw["language"]) or generate(**kw)
+        try:
+            if together:
+                strategy.eval(list(bench.test_stream))
+            else:
+                for exp in bench.test_stream:
+                    strategy.eval(exp)
+        finally:
+            del model.generate
+        outputs[together] = {k: (o.ids, o.hyps, o.reused) for k, o in strategy.eval_outputs.items()}
+        if together:  # one batch of both sets' 4 rows (sorted by audio length), each with its own language
+            assert len(calls) == 1 and sorted(calls[0]) == ["de", "de", "es", "es"], calls
+        else:
+            assert calls == ["es", "de"], calls
+    assert outputs[True] == outputs[False]
+    assert all(not reused and len(hyps) == 2 for _, hyps, reused in outputs[True].values())
