@@ -41,6 +41,17 @@ def test_cache_returns_exactly_the_encoder_output_and_reuses_it(tiny_model):
         assert torch.equal(changed, enc(FEATS[:1]).last_hidden_state)
 
 
+def test_outputs_under_bf16_autocast_are_another_key(tiny_model):
+    """Runs share the disk tier: a bf16 run's encoder outputs must never serve an fp32 run."""
+    cache, enc = EncoderCache(), tiny_model.model.encoder
+    for p in tiny_model.parameters():
+        p.requires_grad_(False)
+    plain = cache.fingerprint(enc)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cache.fingerprint(enc) not in (None, plain)
+    assert cache.fingerprint(enc) == plain
+
+
 @pytest.mark.parametrize("name,cacheable", [
     ("zero_shot", True), ("spt_decoder", True), ("dpt", False), ("spt_entire", False), ("spt_input", False),
     ("lora", False), ("adapter", False), ("fft", False), ("lapt", False),

@@ -1,14 +1,14 @@
 """Encoder outputs computed once per utterance, for models whose encoder is exactly a frozen function.
 
-With a frozen, unprompted encoder (zero-shot evaluation, decoder-side prompts, decoder-only LoRA, text-only
-steps) an utterance's encoder output never changes, yet a plain loop recomputes it every epoch and every
+With a frozen, unprompted encoder (zero-shot evaluation, decoder-side prompts, text_spt's decoder-side
+prompts and LoRA) an utterance's encoder output never changes, yet a plain loop recomputes it every epoch and every
 evaluation; the encoder is most of Whisper's cost (FACTS §5). `EncoderCache.encode` returns the cached output
 where it can and computes (and stores) the rest.
 
 When may an output be reused? The key of an utterance is a digest of its log-mel features (so another window,
 feature extractor or audio is another key) together with a fingerprint of the encoder: a digest of its
-parameters and buffers (re-hashed only when a tensor is updated in place), the device type, dtype and torch
-version. The fingerprint is None — nothing is cached or reused — whenever the encoder is not a plain frozen
+parameters and buffers (re-hashed only when a tensor is updated in place), the device type, dtype, the
+autocast dtype in force (a bf16 run's outputs are not an fp32 run's) and the torch version. The fingerprint is None — nothing is cached or reused — whenever the encoder is not a plain frozen
 function, which is checked on the module itself, not declared by a strategy:
 - any encoder parameter requires grad (FFT, encoder LoRA, FFT+prompts: training needs its graph);
 - any forward hook or pre-hook on the encoder or a submodule (encoder and input prompts, adapters, speaker
@@ -87,7 +87,12 @@ class EncoderCache:
                 "memory_mb": round(self._memory_bytes / 2**20, 1), "disk_mb": round(self._disk_bytes / 2**20, 1)}
 
     def fingerprint(self, encoder: nn.Module) -> str | None:
-        return encoder_fingerprint(encoder, self._stamps.setdefault(id(encoder), {}))
+        weights = encoder_fingerprint(encoder, self._stamps.setdefault(id(encoder), {}))
+        if weights is None:
+            return None
+        device = next(encoder.parameters()).device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else "off"
+        return f"{weights}:autocast={autocast}"
 
     def encode(self, encoder: nn.Module, input_features: torch.Tensor) -> torch.Tensor | None:
         """The encoder's last hidden state for a batch of log-mel features, from the cache where possible;
@@ -106,7 +111,7 @@ class EncoderCache:
                 computed = encoder(input_features[missing]).last_hidden_state
             for i, out in zip(missing, computed):
                 found[i] = out.detach().clone()  # a slice would keep the whole batch's storage alive
-                self._put(keys[i], found[i])
+                self._put_memory(keys[i], found[i])
         device = input_features.device
         return torch.stack([out.to(device) for out in found])
 
@@ -135,9 +140,6 @@ class EncoderCache:
             self._put_memory(key, out)
             return out
         return None
-
-    def _put(self, key: str, out: torch.Tensor) -> None:
-        self._put_memory(key, out)
 
     def _put_memory(self, key: str, out: torch.Tensor) -> None:
         size = out.numel() * out.element_size()

@@ -141,6 +141,7 @@ class ASRTemplate(SupervisedTemplate):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         self.precision = precision
         self.loader_workers = loader_workers
+        self._decoded_together: dict[tuple, tuple] = {}  # this evaluation pass's sets decoded in shared batches
         # Training faults: a step whose loss or gradient is NaN/inf is skipped (nothing is updated) and counted;
         # config.max_nonfinite_in_a_row in a row end the experience's training, recorded in `faults`.
         self.max_nonfinite_in_a_row = method.config.max_nonfinite_in_a_row
@@ -403,7 +404,7 @@ class ASRTemplate(SupervisedTemplate):
         key = self.memo_key(target)
         start = time.perf_counter()
         cached = self.memo.get(key)
-        together = getattr(self, "_decoded_together", {}).pop(key, None)
+        together = self._decoded_together.pop(key, None)
         if together is not None:  # decoded in this pass's shared batches: computed here, not reused
             ids, refs, hyps, routes, oracle, seconds = together
             self.memo.put(key, (ids, refs, hyps, routes, oracle))
