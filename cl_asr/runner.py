@@ -368,7 +368,8 @@ def run_benchmark(req: RunRequest) -> Path:
     memo = DecodeMemo()
     memo_context = (backbone_spec, profile.encoder_window_seconds, precision)
     encoder_cache = EncoderCache(profile.encoder_cache_mb, cache_dir() / "encoder_outputs",
-                                 profile.encoder_cache_disk_mb) if profile.encoder_cache_mb > 0 else None
+                                 profile.encoder_cache_disk_mb, profile.cross_attention_cache_mb
+                                 ) if profile.encoder_cache_mb > 0 else None
     n_sets = len(scenario.evaluation_sets())
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
         for name in req.strategies:

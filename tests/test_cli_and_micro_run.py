@@ -129,6 +129,8 @@ def test_run_json_records_what_determined_the_run(micro_run):
     # spt_decoder's frozen encoder is cached; encoders with hooks or gradients (adapter, FFT, ...) are not
     cache = meta["speed"]["encoder_cache"]
     assert meta["speed"]["precision"] == "fp32" and cache["misses"] > 0 and cache["bypassed"] > 0
+    # ... and so are its decoder's cross-attention keys/values (one epoch here: stored, reuse is unit-tested)
+    assert cache["cross_attention"]["misses"] > 0 and cache["cross_attention"]["memory_mb"] > 0
 
 
 def test_summary_and_report_files(micro_run):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cl_asr.cl.collate import ASRCollator, with_prefix
-from cl_asr.cl.encoder_cache import EncoderCache, encoder_fingerprint
+from cl_asr.cl.encoder_cache import EncoderCache, cross_attention_fingerprint, encoder_fingerprint
 from cl_asr.methods import Target, get_method, method_config
 from cl_asr.runner import load_checkpoint, pristine_names, save_checkpoint
 
@@ -113,10 +113,44 @@ def test_cached_training_gives_the_plain_loss_and_gradients(tiny, tiny_model):
         ids, labels = with_prefix(batch["decoder_input_ids"], batch["labels"], route.decoder_prefix)
         plain = tiny_model(input_features=batch["input_features"], decoder_input_ids=ids, labels=labels).loss
     plain.backward()
-    assert strategy.encoder_cache.misses == 2
+    cache = strategy.encoder_cache
+    assert (cache.misses, cache.cross_misses) == (2, 2)  # encoder output and cross-attention keys/values
     assert torch.allclose(ours, plain, rtol=1e-5, atol=1e-6)
     for a, p in zip(grads_ours, method.trainable_parameters()):
         assert torch.allclose(a, p.grad, rtol=1e-4, atol=1e-7)
+    again = strategy.forward().loss  # now every key and value comes from the cache
+    assert (cache.hits, cache.cross_hits) == (2, 2) and torch.allclose(again, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,cacheable", [
+    ("zero_shot", True), ("spt_decoder", True), ("text_spt", False), ("fft", False),
+])
+def test_cross_attention_keys_values_are_cached_only_where_their_projections_are_frozen(tiny, name, cacheable):
+    model = copy.deepcopy(tiny.model).eval()
+    method = make(name, model, tiny.tokenizer)
+    if method.trains:
+        method.before_experience(TRAIN, ROWS)
+        method.trainable_parameters()  # text_spt: its decoder step trains the decoder (cross-attention included)
+    with method.route(TRAIN):
+        assert (cross_attention_fingerprint(model.model.decoder, {}) is not None) is cacheable
+
+
+def test_cross_attention_fingerprint_follows_the_projections_and_refuses_hooks(tiny):
+    decoder = copy.deepcopy(tiny.model).model.decoder.eval()
+    for p in decoder.parameters():
+        p.requires_grad_(False)
+    plain = cross_attention_fingerprint(decoder, {})
+    with torch.no_grad():
+        decoder.layers[0].fc1.weight.add_(0.01)  # not on the keys' / values' path
+    assert cross_attention_fingerprint(decoder, {}) == plain
+    with torch.no_grad():
+        decoder.layers[-1].encoder_attn.v_proj.weight.add_(0.01)
+    assert cross_attention_fingerprint(decoder, {}) not in (None, plain)
+    handle = decoder.layers[0].encoder_attn.register_forward_pre_hook(lambda m, args, kwargs: None, with_kwargs=True)
+    assert cross_attention_fingerprint(decoder, {}) is None  # a hook could change the states it projects
+    handle.remove()
+    handle = decoder.register_forward_pre_hook(lambda m, args: None)
+    assert cross_attention_fingerprint(decoder, {}) is None
 
 
 @pytest.mark.parametrize("name", ["spt_entire", "lora", "fft"])

@@ -289,14 +289,30 @@ class ASRTemplate(SupervisedTemplate):
                 self.mb_model_inputs = {"input_features": feats}
             self.mb_decoder_input_ids, self.mb_labels = ids, labels  # for plugins (e.g. LwF's teacher)
             inputs = self.mb_model_inputs
-            if feats is not None:
+            if feats is not None and self.method.needs_logits:
                 states = self.cached_encoder_states(feats)
                 if states is not None:
                     inputs = {"encoder_outputs": (states,)}
+            elif feats is not None:
+                inputs = self._cached_decoder_inputs(feats) or inputs
             with self.autocast():
                 if self.method.needs_logits:
                     return self.model(**inputs, decoder_input_ids=ids, labels=labels)
                 return self._loss_at_labels(inputs, ids, labels)
+
+    def _cached_decoder_inputs(self, feats: torch.Tensor) -> dict | None:
+        """Cached encoder outputs and, where the cross-attention projections are frozen too, the keys and
+        values each decoder layer would compute from them; None when the encoder must run."""
+        if self.encoder_cache is None:
+            return None
+        with self.autocast():
+            found = self.encoder_cache.encode_for_decoder(self.model.model.encoder, self.model.model.decoder, feats)
+        if found is None:
+            return None
+        states, cross = found
+        if cross is None:
+            return {"encoder_outputs": (states,)}
+        return {"encoder_outputs": (states,), "past_key_values": cross, "use_cache": True}
 
     def _loss_at_labels(self, inputs: dict, ids: torch.Tensor, labels: torch.Tensor) -> Seq2SeqLMOutput:
         """The model's own token cross-entropy, with the vocabulary projection (52k x d) applied only where

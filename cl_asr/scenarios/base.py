@@ -48,6 +48,9 @@ class ProfileConfig:
     encoder_cache_disk_mb: float = field(
         default=0, metadata={"help": "disk space for encoder outputs pushed out of memory (in the cache directory, "
                              "shared by runs: keys are content digests)"})
+    cross_attention_cache_mb: float = field(
+        default=2048, metadata={"help": "memory for cached cross-attention keys/values (decoder-side methods; "
+                                "12 MB per 10 s utterance on whisper-base); 0 = off"})
     loader_workers: int = field(default=0, metadata={"help": "data-loader worker processes (log-mel extraction)"})
 
     def __post_init__(self):
@@ -56,7 +59,7 @@ class ProfileConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        for name in ("encoder_cache_mb", "encoder_cache_disk_mb", "loader_workers"):
+        for name in ("encoder_cache_mb", "encoder_cache_disk_mb", "cross_attention_cache_mb", "loader_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
