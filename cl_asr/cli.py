@@ -51,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    grid = run.add_argument_group("executor", "where the (strategy, seed) jobs run (README, 'Run the grid on a cluster')")
+    grid.add_argument("--executor", choices=["local", "ray"], default="local",
+                      help="local: one job after another in this process (default); ray: each job a Ray task")
+    grid.add_argument("--address", default=None,
+                      help="ray: an existing cluster to join (e.g. auto, ray://head:10001); default: start one here")
+    grid.add_argument("--workers", type=int, default=None,
+                      help="ray, no --address: CPUs the local instance offers (default: all of this machine's)")
+    grid.add_argument("--job-cpus", type=float, default=1, help="ray: CPUs per job (also its torch threads; default 1)")
+    grid.add_argument("--job-gpus", type=float, default=0,
+                      help="ray: GPUs per job (default 0)")
+    grid.add_argument("--job-memory-gb", type=float, default=None, help="ray: memory per job, for scheduling")
+    grid.add_argument("--retries", type=int, default=2,
+                      help="ray: attempts after the first for a job that fails or whose worker dies (default 2)")
     _methods_from(run)
 
     rep = sub.add_parser("report", help="(re)write summary.csv, report.md, report.html and plots/ of a run")
@@ -106,6 +119,9 @@ def load_methods_from(paths: list[Path]) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"--methods-from: no such file {path}")
         spec = importlib.util.spec_from_file_location(f"cl_asr_user_methods.{path.stem}", path)
+        loaded = sys.modules.get(spec.name)
+        if loaded is not None and Path(loaded.__file__).resolve() == path.resolve():
+            continue  # already registered in this process (a Ray worker runs several jobs)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
@@ -133,11 +149,31 @@ def _run(args) -> int:
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"--seeds: expected distinct integers such as 0,1,2, got {args.seeds!r}")
     command = "python run_suite.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    run_benchmark(RunRequest(
+    req = RunRequest(
         scenario=args.scenario, strategies=strategies, profile=args.profile, out_dir=out, backbone=args.backbone,
         seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
         command=command.strip(),
-    ))
+    )
+    if args.executor == "local":
+        for flag in ("address", "workers", "job_memory_gb"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} is for --executor ray")
+        run_benchmark(req)
+        return 0
+    if args.retries < 0 or args.job_cpus <= 0 or args.job_gpus < 0 or (args.workers is not None and args.workers < 1):
+        raise ValueError("--retries and --job-gpus must not be negative, --job-cpus and --workers must be positive")
+    if args.address and args.workers is not None:
+        raise ValueError("--workers sizes a local Ray instance; with --address the cluster decides")
+    from .executors import JobsFailed, RayOptions, run_grid
+
+    options = RayOptions(address=args.address, workers=args.workers, job_cpus=args.job_cpus, job_gpus=args.job_gpus,
+                         job_memory_gb=args.job_memory_gb, retries=args.retries,
+                         methods_from=[p.resolve() for p in args.methods_from])
+    try:
+        run_grid(req, "ray", options)
+    except JobsFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,238 @@
+"""Where the jobs of a run execute: one after another in this process (`local`), or as Ray tasks (`ray`).
+
+A run is a grid of independent jobs, one per (strategy, seed) of its scenario. The local executor is
+`runner.run_benchmark` itself. The Ray executor hands each job to Ray as a task with its resources declared
+(CPUs, GPUs, memory) and a retry budget; a job is `run_benchmark` for that one strategy and seed, into its own
+run directory `RUN_DIR/jobs/<strategy>_seed<N>/` (the usual layout: results.jsonl, predictions.jsonl, run.json,
+checkpoints/), so everything the reliability rules promise holds per job and across workers: a retried or
+re-submitted job resumes from its last finished evaluation pass, a finished one is skipped. When the jobs are
+done the driver gathers them into RUN_DIR in the local executor's order (seed by seed, strategies in the order
+given), so RUN_DIR holds what a local run of the same command writes, and writes the report.
+
+On a cluster every node needs this package installed and RUN_DIR and the cache directory (CL_ASR_CACHE) on a
+shared filesystem: jobs build their scenario from the cached corpora and write where the driver reads.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .results import read_jsonl, write_json_atomic, write_jsonl_atomic
+from .runner import RunRequest, _check_writable, _log, run_benchmark
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class RayOptions:
+    """How the grid is handed to Ray."""
+
+    address: str | None = None  # an existing cluster ("auto", "ray://host:10001", ...); None: start one here
+    workers: int | None = None  # local instance only: CPUs it offers, i.e. jobs at once at job_cpus=1
+    job_cpus: float = 1  # per job; Ray also sets the job's torch/OpenMP threads to this
+    job_gpus: float = 0  # per job
+    job_memory_gb: float | None = None  # per job, for Ray's scheduler (it does not cap the process)
+    retries: int = 2  # attempts after the first, for a job that raised or whose worker died
+    methods_from: list[Path] = field(default_factory=list)  # user strategy files, imported in every job
+
+
+def job_name(strategy: str, seed: int) -> str:
+    return f"{strategy}_seed{seed}"
+
+
+def run_grid(req: RunRequest, executor: str = "local", ray_options: RayOptions | None = None) -> Path:
+    if executor == "local":
+        return run_benchmark(req)
+    if executor == "ray":
+        return _run_on_ray(req, ray_options or RayOptions())
+    raise ValueError(f"unknown executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+
+
+# -- one job, on a worker ---------------------------------------------------------------------------------------
+def _run_job(req: RunRequest, methods_from: list[str]) -> dict:
+    """A Ray task: the run of one strategy and seed in its own directory. Each attempt is logged in
+    attempts.jsonl there, so the driver can say how often a job was retried."""
+    from .cli import load_methods_from
+
+    load_methods_from([Path(p) for p in methods_from])  # user strategies register in this worker too
+    out = Path(req.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "attempts.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}) + "\n")
+    start = time.perf_counter()
+    run_benchmark(req)
+    return {"dir": str(out), "seconds": round(time.perf_counter() - start, 2)}
+
+
+# -- the driver -------------------------------------------------------------------------------------------------
+def _job_complete(job_dir: Path, strategy: str, seed: int) -> bool:
+    meta_path = job_dir / "run.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return meta.get("status") == "complete" and any(
+        s["strategy"] == strategy and s["seed"] == seed for s in meta.get("strategy_runs", []))
+
+
+def _requested(req: RunRequest) -> dict:
+    return {"scenario": req.scenario, "profile": req.profile, "backbone": req.backbone}
+
+
+def _check_compatible(out: Path, req: RunRequest) -> None:
+    """What run_benchmark checks of a run directory, checked before any job is handed out (each job checks
+    its own directory again: data checksums and strategy configs)."""
+    meta_path = out / "run.json"
+    if not meta_path.is_file():
+        return
+    old = json.loads(meta_path.read_text(encoding="utf-8")).get("config", {})
+    if old.get("executor") != "ray":
+        raise ValueError(f"{out} holds a run of the local executor: resume it with --executor local, or use "
+                         "another --out directory")
+    for key, value in _requested(req).items():
+        if old.get("requested", {}).get(key) != value:
+            raise ValueError(f"{out} already holds a run with {key}={old['requested'].get(key)!r}, not "
+                             f"{value!r}: use another --out directory")
+
+
+def _start_ray(options: RayOptions):
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install ray)") from None
+    if not ray.is_initialized():
+        if options.address:
+            ray.init(address=options.address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=options.workers, include_dashboard=False, log_to_driver=True)
+    return ray
+
+
+def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
+    t_start = time.perf_counter()
+    out = Path(req.out_dir)
+    # Names and the directory are checked here, in a second, not by the first job after minutes in a queue.
+    from .methods import get_method
+    from .scenarios import load_scenario_builder
+
+    for name in req.strategies:
+        get_method(name)
+    load_scenario_builder(req.scenario).profile(req.profile)
+    if not req.seeds or len(set(req.seeds)) != len(req.seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
+    _check_writable(out)
+    _check_compatible(out, req)
+    ray = _start_ray(options)
+
+    grid = [(name, seed) for seed in req.seeds for name in req.strategies]  # the local executor's order
+    jobs_dir = out / "jobs"
+    task = ray.remote(_run_job)
+    resources = dict(num_cpus=options.job_cpus, num_gpus=options.job_gpus, max_retries=options.retries,
+                     retry_exceptions=True,
+                     **({"memory": int(options.job_memory_gb * 2**30)} if options.job_memory_gb else {}))
+    pending, skipped = {}, []
+    for name, seed in grid:
+        job_dir = jobs_dir / job_name(name, seed)
+        if _job_complete(job_dir, name, seed):
+            skipped.append(job_name(name, seed))
+            continue
+        job_req = replace(req, strategies=[name], seeds=[seed], out_dir=job_dir, progress=False, report=False)
+        ref = task.options(name=job_name(name, seed), **resources).remote(
+            job_req, [str(p) for p in options.methods_from])
+        pending[ref] = (name, seed)
+    if skipped:
+        _log(f"already complete, skipped: {', '.join(skipped)}")
+    _log(f"{len(pending)} job(s) handed to Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, "
+         f"{ray.cluster_resources().get('GPU', 0):g} GPUs in the cluster; per job {options.job_cpus:g} CPU, "
+         f"{options.job_gpus:g} GPU, up to {options.retries} retries)")
+    failures: dict[tuple[str, int], str] = {}
+    total, done = len(grid), len(skipped)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        name, seed = pending.pop(ready[0])
+        try:
+            info = ray.get(ready[0])
+            done += 1
+            _log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} done in {info['seconds']:.0f} s"
+                 f"{_retried(jobs_dir / job_name(name, seed))}; {len(pending)} to go, {len(failures)} failed")
+        except Exception as exc:  # noqa: BLE001 - a failed job is reported and recorded, the others go on
+            cause = getattr(exc, "cause", None) or exc
+            failures[(name, seed)] = f"{type(cause).__name__}: {cause}"
+            _log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} FAILED after "
+                 f"{_attempts(jobs_dir / job_name(name, seed))} attempt(s): {failures[(name, seed)]}")
+    meta = gather(out, req, grid, failures, options, time.perf_counter() - t_start)
+    if req.report and any(s for s in meta["strategy_runs"] if not s.get("failure")):
+        from .report import write_report
+
+        _log(f"report: {write_report(out)}")
+    if failures:
+        raise JobsFailed(f"{len(failures)} of {total} job(s) failed: "
+                         + "; ".join(f"{job_name(*k)}: {v}" for k, v in failures.items())
+                         + f". The others are in {out}; re-run the same command to retry the failed ones.")
+    _log(f"done in {time.perf_counter() - t_start:.0f} s; results in {out}")
+    return out
+
+
+class JobsFailed(RuntimeError):
+    """Some jobs of a grid failed for good; the rest were gathered."""
+
+
+def _retried(job_dir: Path) -> str:
+    attempts = _attempts(job_dir)
+    return f" (attempt {attempts})" if attempts > 1 else ""
+
+
+def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: dict, options: RayOptions,
+           seconds: float) -> dict:
+    """RUN_DIR's results.jsonl, predictions.jsonl and run.json from the finished jobs, in grid order; written
+    whole and atomically, so RUN_DIR always holds a consistent set of finished jobs."""
+    rows, preds, runs, metas = [], [], [], {}
+    for name, seed in grid:
+        job_dir = out / "jobs" / job_name(name, seed)
+        if not _job_complete(job_dir, name, seed):
+            continue
+        meta = json.loads((job_dir / "run.json").read_text(encoding="utf-8"))
+        metas[(name, seed)] = meta
+        rows += read_jsonl(job_dir / "results.jsonl") if (job_dir / "results.jsonl").is_file() else []
+        preds += read_jsonl(job_dir / "predictions.jsonl") if (job_dir / "predictions.jsonl").is_file() else []
+        runs += [s for s in meta["strategy_runs"] if s["strategy"] == name and s["seed"] == seed]
+    for (name, seed), reason in failures.items():
+        runs.append({"strategy": name, "seed": seed, "failure": {"kind": "job failed", "reason": reason}})
+    if not metas:
+        merged = {"config": {}}
+    else:
+        sums = {k: m.get("checksums") for k, m in metas.items()}
+        first_key, first = next(iter(metas.items()))
+        for key, value in sums.items():
+            if value != first.get("checksums"):
+                raise ValueError(f"jobs {job_name(*first_key)} and {job_name(*key)} ran on different data or "
+                                 "weights (run.json checksums differ): every worker must see the same cache "
+                                 "directory (CL_ASR_CACHE) and backbone")
+        merged = copy.deepcopy(first)
+        merged["config"]["strategies"] = {n: metas[(n, s)]["config"]["strategies"][n] for n, s in metas}
+        merged["config"]["seeds"] = sorted({s for _, s in metas})
+        merged["speed"] = {job_name(*k): m.get("speed") for k, m in metas.items()}
+        merged["timings"] = {"total_seconds_this_invocation": round(seconds, 2),
+                             "job_seconds": {job_name(*k): m.get("timings") for k, m in metas.items()}}
+        merged["started"] = min(m.get("started", "") for m in metas.values())
+    merged["config"].update({"executor": "ray", "requested": _requested(req), "grid": [job_name(*g) for g in grid]})
+    merged.update({
+        "strategy_runs": runs,
+        "status": "complete" if len(metas) == len(grid) else "incomplete",
+        "command": req.command,
+        "executor": {"kind": "ray", "address": options.address, "job_cpus": options.job_cpus,
+                     "job_gpus": options.job_gpus, "job_memory_gb": options.job_memory_gb,
+                     "retries": options.retries,
+                     "attempts": {job_name(*g): _attempts(out / "jobs" / job_name(*g)) for g in grid}},
+    })
+    write_jsonl_atomic(out / "results.jsonl", rows)
+    write_jsonl_atomic(out / "predictions.jsonl", preds)
+    write_json_atomic(out / "run.json", merged)
+    return merged
+
+
+def _attempts(job_dir: Path) -> int:
+    return len(read_jsonl(job_dir / "attempts.jsonl")) if (job_dir / "attempts.jsonl").is_file() else 0
