@@ -128,7 +128,7 @@ def load_methods_from(paths: list[Path]) -> None:
 
 
 def _run(args) -> int:
-    from .runner import RunRequest, run_benchmark
+    from .runner import RunRequest
 
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -154,23 +154,23 @@ def _run(args) -> int:
         seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
         command=command.strip(),
     )
+    from .executors import JobsFailed, RayOptions, run_grid
+
+    options = None
     if args.executor == "local":
         for flag in ("address", "workers", "job_memory_gb"):
             if getattr(args, flag) is not None:
                 raise ValueError(f"--{flag.replace('_', '-')} is for --executor ray")
-        run_benchmark(req)
-        return 0
-    if args.retries < 0 or args.job_cpus <= 0 or args.job_gpus < 0 or (args.workers is not None and args.workers < 1):
-        raise ValueError("--retries and --job-gpus must not be negative, --job-cpus and --workers must be positive")
-    if args.address and args.workers is not None:
-        raise ValueError("--workers sizes a local Ray instance; with --address the cluster decides")
-    from .executors import JobsFailed, RayOptions, run_grid
-
-    options = RayOptions(address=args.address, workers=args.workers, job_cpus=args.job_cpus, job_gpus=args.job_gpus,
-                         job_memory_gb=args.job_memory_gb, retries=args.retries,
-                         methods_from=[p.resolve() for p in args.methods_from])
+    else:
+        if args.retries < 0 or args.job_cpus <= 0 or args.job_gpus < 0 or (args.workers is not None and args.workers < 1):
+            raise ValueError("--retries and --job-gpus must not be negative, --job-cpus and --workers must be positive")
+        if args.address and args.workers is not None:
+            raise ValueError("--workers sizes a local Ray instance; with --address the cluster decides")
+        options = RayOptions(address=args.address, workers=args.workers, job_cpus=args.job_cpus,
+                             job_gpus=args.job_gpus, job_memory_gb=args.job_memory_gb, retries=args.retries,
+                             methods_from=[p.resolve() for p in args.methods_from])
     try:
-        run_grid(req, "ray", options)
+        run_grid(req, args.executor, options)
     except JobsFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

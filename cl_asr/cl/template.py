@@ -289,11 +289,7 @@ class ASRTemplate(SupervisedTemplate):
                 self.mb_model_inputs = {"input_features": feats}
             self.mb_decoder_input_ids, self.mb_labels = ids, labels  # for plugins (e.g. LwF's teacher)
             inputs = self.mb_model_inputs
-            if feats is not None and self.method.needs_logits:
-                states = self.cached_encoder_states(feats)
-                if states is not None:
-                    inputs = {"encoder_outputs": (states,)}
-            elif feats is not None:
+            if feats is not None:
                 inputs = self._cached_decoder_inputs(feats) or inputs
             with self.autocast():
                 if self.method.needs_logits:
