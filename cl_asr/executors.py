@@ -18,7 +18,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .results import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -69,13 +69,18 @@ def _run_job(req: RunRequest, methods_from: list[str]) -> dict:
 
 
 # -- the driver -------------------------------------------------------------------------------------------------
-def _job_complete(job_dir: Path, strategy: str, seed: int) -> bool:
+def _job_complete(job_dir: Path, strategy: str, seed: int, config: dict | None = None) -> bool:
+    """Whether the job finished; with `config`, a finished job run with another strategy config is refused
+    (as run_benchmark refuses it in a local run directory), not skipped."""
     meta_path = job_dir / "run.json"
     if not meta_path.is_file():
         return False
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    return meta.get("status") == "complete" and any(
-        s["strategy"] == strategy and s["seed"] == seed for s in meta.get("strategy_runs", []))
+    mine = [s for s in meta.get("strategy_runs", []) if s["strategy"] == strategy and s["seed"] == seed]
+    if config is not None and mine and mine[0].get("config") != config:
+        raise ValueError(f"{job_dir} holds {strategy} (seed {seed}) run with config {mine[0].get('config')}, "
+                         f"which differs from the current {config}: use another --out directory")
+    return meta.get("status") == "complete" and bool(mine)
 
 
 def _requested(req: RunRequest) -> dict:
@@ -115,30 +120,30 @@ def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
     t_start = time.perf_counter()
     out = Path(req.out_dir)
     # Names and the directory are checked here, in a second, not by the first job after minutes in a queue.
-    from .methods import get_method
+    from .methods import get_method, method_config
     from .scenarios import load_scenario_builder
 
     for name in req.strategies:
         get_method(name)
-    load_scenario_builder(req.scenario).profile(req.profile)
+    profile = load_scenario_builder(req.scenario).profile(req.profile)
+    configs = {n: asdict(method_config(n, req.profile, profile.prompt_length)) for n in req.strategies}
     if not req.seeds or len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
     _check_writable(out)
     _check_compatible(out, req)
-    ray = _start_ray(options)
-
     grid = [(name, seed) for seed in req.seeds for name in req.strategies]  # the local executor's order
     jobs_dir = out / "jobs"
+    todo = [(n, s) for n, s in grid if not _job_complete(jobs_dir / job_name(n, s), n, s, configs[n])]
+    skipped = [job_name(*g) for g in grid if g not in todo]
+    ray = _start_ray(options)
+
     task = ray.remote(_run_job)
     resources = dict(num_cpus=options.job_cpus, num_gpus=options.job_gpus, max_retries=options.retries,
                      retry_exceptions=True,
                      **({"memory": int(options.job_memory_gb * 2**30)} if options.job_memory_gb else {}))
-    pending, skipped = {}, []
-    for name, seed in grid:
+    pending = {}
+    for name, seed in todo:
         job_dir = jobs_dir / job_name(name, seed)
-        if _job_complete(job_dir, name, seed):
-            skipped.append(job_name(name, seed))
-            continue
         job_req = replace(req, strategies=[name], seeds=[seed], out_dir=job_dir, progress=False, report=False)
         ref = task.options(name=job_name(name, seed), **resources).remote(
             job_req, [str(p) for p in options.methods_from])
@@ -156,8 +161,10 @@ def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
         try:
             info = ray.get(ready[0])
             done += 1
+            attempts = _attempts(jobs_dir / job_name(name, seed))
             _log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} done in {info['seconds']:.0f} s"
-                 f"{_retried(jobs_dir / job_name(name, seed))}; {len(pending)} to go, {len(failures)} failed")
+                 f"{f' (attempt {attempts})' if attempts > 1 else ''}; {len(pending)} to go, "
+                 f"{len(failures)} failed")
         except Exception as exc:  # noqa: BLE001 - a failed job is reported and recorded, the others go on
             cause = getattr(exc, "cause", None) or exc
             failures[(name, seed)] = f"{type(cause).__name__}: {cause}"
@@ -178,11 +185,6 @@ def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
 
 class JobsFailed(RuntimeError):
     """Some jobs of a grid failed for good; the rest were gathered."""
-
-
-def _retried(job_dir: Path) -> str:
-    attempts = _attempts(job_dir)
-    return f" (attempt {attempts})" if attempts > 1 else ""
 
 
 def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: dict, options: RayOptions,

@@ -55,6 +55,16 @@ def test_resubmitted_ray_run_skips_finished_jobs(local_and_ray):
     assert (ray / "results.jsonl").read_bytes() == before
     other = cli("run", *GRID[:-3], "--profile", "quick", "--executor", "ray", "--out", str(ray))
     assert other.returncode == 2 and "profile='micro'" in other.stderr  # another grid is refused, named
+    # a finished job run with another strategy config is refused, not skipped (as the local executor does)
+    job_meta = ray / "jobs" / "spt_decoder_seed1" / "run.json"
+    kept = job_meta.read_text()
+    meta = json.loads(kept)
+    next(s for s in meta["strategy_runs"] if s["strategy"] == "spt_decoder")["config"]["lr"] = 123.0
+    job_meta.write_text(json.dumps(meta))
+    changed = cli("run", *GRID, "--executor", "ray", "--out", str(ray))
+    job_meta.write_text(kept)
+    assert changed.returncode == 2 and "spt_decoder (seed 1) run with config" in changed.stderr
+    assert (ray / "results.jsonl").read_bytes() == before
 
 
 def test_executor_options_are_checked_before_anything_runs(local_and_ray, tmp_path):
