@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="comma-separated seeds: every strategy runs once per seed; reports give mean ± std "
                        "and bootstrap intervals")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("--processes", type=int, default=1, metavar="N",
+                     help="run each job in N processes, one per GPU (data parallel through torch.distributed, "
+                     "started with torchrun; README 'One job on several GPUs'). Without GPUs the processes share "
+                     "the CPU (gloo), which is for testing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     grid = run.add_argument_group("executor", "where the (strategy, seed) jobs run (README, 'Run the grid on a cluster')")
@@ -127,9 +131,53 @@ def load_methods_from(paths: list[Path]) -> None:
         spec.loader.exec_module(module)
 
 
-def _run(args) -> int:
+def _launch_processes(args, argv: list[str]) -> int:
+    """Start this same command in `--processes` processes with torchrun (one machine; for several, run torchrun
+    yourself: README). Every process must write to the same run directory, so --out is fixed here."""
+    import torch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if args.executor != "local":
+        raise ValueError("--processes is for --executor local: a Ray job runs in one process (README, "
+                         "'One job on several GPUs')")
+    on_gpu = torch.cuda.is_available() and not (args.device and args.device.startswith("cpu"))
+    if on_gpu and args.processes > torch.cuda.device_count():
+        raise ValueError(f"--processes {args.processes}: this machine has {torch.cuda.device_count()} GPU(s), one "
+                         "process per GPU")
+    out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    child = []
+    skip = False
+    for a in argv:  # the command without --processes, with --out
+        if skip:
+            skip = False
+        elif a == "--processes":
+            skip = True
+        elif not a.startswith("--processes="):
+            child.append(a)
+    if args.out is None:
+        child += ["--out", str(out)]
+    os.environ["CL_ASR_COMMAND"] = "python run_suite.py " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={args.processes}", "-m", "cl_asr.cli", *child])
+    except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values()]
+        print(f"error: {len(codes)} of {args.processes} processes failed (exit codes {codes}); see above",
+              file=sys.stderr)
+        return next((c for c in codes if c > 0), 1)
+    return 0
+
+
+def _run(args, argv: list[str]) -> int:
+    from . import distributed
     from .runner import RunRequest
 
+    if args.processes < 1:
+        raise ValueError(f"--processes must be at least 1, got {args.processes}")
+    if args.processes > 1 and distributed.launched_world_size() == 1:
+        return _launch_processes(args, argv)
+    if distributed.launched_world_size() > 1 and args.out is None:
+        raise ValueError("started by torchrun: give --out, so that every process writes to the same run directory")
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if strategies == ["all"]:
@@ -148,7 +196,7 @@ def _run(args) -> int:
             raise ValueError(f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}") from None
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"--seeds: expected distinct integers such as 0,1,2, got {args.seeds!r}")
-    command = "python run_suite.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = os.environ.get("CL_ASR_COMMAND") or "python run_suite.py " + " ".join(shlex.quote(a) for a in argv)
     req = RunRequest(
         scenario=args.scenario, strategies=strategies, profile=args.profile, out_dir=out, backbone=args.backbone,
         seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
@@ -174,6 +222,8 @@ def _run(args) -> int:
     except JobsFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -198,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"report: {write_comparison(args.run_dirs, args.out)}")
             return 0
-        return _run(args)
+        return _run(args, argv)
     except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .backbones import cache_dir, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
 from .cl.collate import ASRCollator
@@ -72,6 +73,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _log(msg: str) -> None:
+    if not distributed.is_main():  # several processes run the job: the main one speaks for them
+        return
     print(f"[cl_asr {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
@@ -221,7 +224,7 @@ def load_checkpoint(path: Path, device: torch.device, pristine: torch.nn.Module,
 
 
 def _resume_rows(results_path: Path, preds_path: Path, name: str, seed: int, ckpt: dict | None,
-                 rows_per_pass: int, passes: int) -> dict | None:
+                 rows_per_pass: int, passes: int, write: bool = True) -> dict | None:
     """Make the results files hold exactly the passes a strategy finished before its checkpoint, plus the
     checkpoint's own pass (appended if a crash came before its rows were); drop anything else of it. Returns
     the checkpoint, or None (start over) when there is none or the files do not match it."""
@@ -240,9 +243,10 @@ def _resume_rows(results_path: Path, preds_path: Path, name: str, seed: int, ckp
         else:
             _log(f"{name} (seed {seed}): the results files do not match its checkpoint; starting it over")
             ckpt = None
-    if kept_rows != rows:
+    distributed.barrier()  # every process decided from the same files before the main one rewrites them
+    if write and kept_rows != rows:
         write_jsonl_atomic(results_path, kept_rows)
-    if kept_preds != preds:
+    if write and kept_preds != preds:
         write_jsonl_atomic(preds_path, kept_preds)
     return ckpt
 
@@ -270,23 +274,31 @@ def run_benchmark(req: RunRequest) -> Path:
     profile = builder.profile(req.profile)
     configs = {name: method_config(name, req.profile, profile.prompt_length) for name in req.strategies}
     backbone_spec = req.backbone or profile.backbone
-    _check_writable(out)
+    # Several processes (run_suite.py run --processes N, started by torchrun): all run this function alike,
+    # each on its own GPU, sharing the work of every step; only the main one writes (cl_asr.distributed).
+    processes = distributed.init_from_environment(req.device)
+    main = distributed.is_main()
+    progress = req.progress and main
+    if main:
+        _check_writable(out)
 
-    device = torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = processes.device() if processes else torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_precision(profile.precision, device)
     _log(f"loading backbone {backbone_spec} on {device}")
     if not req.seeds or len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
     # Seed 0 for a random backbone whatever the run's seeds: the backbone stands for a pretrained model that
     # every seed starts from, so seeds vary only what adaptation randomises (new parameters, order, dropout).
-    backbone = load_backbone(backbone_spec, seed=0)
+    with distributed.main_first():  # the main process converts / synthesises and caches; the others read it
+        backbone = load_backbone(backbone_spec, seed=0)
     set_encoder_window(backbone.model, profile.encoder_window_seconds)
     feature_extractor = window_feature_extractor(backbone.feature_extractor, profile.encoder_window_seconds)
     pristine = backbone.model.to(device).eval()
 
     _log(f"building scenario {builder.config.name} ({req.profile} profile)")
     t0 = time.perf_counter()
-    scenario = builder.build(profile, backbone, feature_extractor, progress=req.progress)
+    with distributed.main_first():
+        scenario = builder.build(profile, backbone, feature_extractor, progress=progress)
     build_seconds = time.perf_counter() - t0
     _log(f"decode languages: {scenario.settings.get('decode_language')}")
     collator = ASRCollator(backbone.tokenizer, feature_extractor, scenario.decode_languages)
@@ -308,14 +320,16 @@ def run_benchmark(req: RunRequest) -> Path:
         "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
     }
     results_path, preds_path, meta_path = out / "results.jsonl", out / "predictions.jsonl", out / "run.json"
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     # What determined the results: the same run directory must keep seeing the same weights and data.
     checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
     meta = {"strategy_runs": []}
     for path in (results_path, preds_path):  # a crash mid-append leaves at most a half-written last line
-        dropped = repair_jsonl(path)
+        dropped = repair_jsonl(path) if main else 0
         if dropped:
             _log(f"repaired {path.name}: dropped a half-written last line ({dropped} bytes) left by an interrupted run")
+    distributed.barrier()  # the others read the files once the main process has mended them
     existing = read_jsonl(results_path) if results_path.is_file() else []
     rows_complete = _completed(existing, expected_rows)
     started = {(r["strategy"], r["seed"]) for r in existing}  # strategies with rows to keep or mend
@@ -363,7 +377,9 @@ def run_benchmark(req: RunRequest) -> Path:
         "metric": scenario.metric,
         "command": req.command,
     })
-    write_json_atomic(meta_path, meta)
+    distributed.barrier()  # every process has read the directory as it was: from here only the main one writes
+    if main:
+        write_json_atomic(meta_path, meta)
 
     memo = DecodeMemo()
     memo_context = (backbone_spec, profile.encoder_window_seconds, precision)
@@ -376,7 +392,8 @@ def run_benchmark(req: RunRequest) -> Path:
             ckpt_path = out / "checkpoints" / f"{name}_seed{seed}.pt"
             if (name, seed) in complete:
                 _log(f"{name} (seed {seed}): already complete, skipped")
-                ckpt_path.unlink(missing_ok=True)  # a crash after the costs were recorded can leave one
+                if main:
+                    ckpt_path.unlink(missing_ok=True)  # a crash after the costs were recorded can leave one
                 continue
             release_memory(device)
             seed_everything(seed)
@@ -386,7 +403,7 @@ def run_benchmark(req: RunRequest) -> Path:
                                  f"{ckpt['book']['config']}, not the current {dataclasses.asdict(configs[name])}: "
                                  "use another --out directory")
             if ckpt is not None or (name, seed) in started:
-                ckpt = _resume_rows(results_path, preds_path, name, seed, ckpt, rows_per_pass, n_sets)
+                ckpt = _resume_rows(results_path, preds_path, name, seed, ckpt, rows_per_pass, n_sets, write=main)
             if ckpt is None:
                 _log(f"strategy {name} (seed {seed})")
                 method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=seed)
@@ -413,14 +430,15 @@ def run_benchmark(req: RunRequest) -> Path:
                     "config": dataclasses.asdict(configs[name]),
                     "failure": {"kind": "cannot run", "reason": problem},
                 })
-                write_json_atomic(meta_path, meta)
+                if main:
+                    write_json_atomic(meta_path, meta)
                 del method
                 continue
             strategy = ASRTemplate(
                 method=method, collator=collator, target_of=scenario.target_of,
                 train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,
                 max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
-                seed=seed, progress=req.progress, encoder_cache=encoder_cache, precision=precision,
+                seed=seed, progress=progress, encoder_cache=encoder_cache, precision=precision,
                 loader_workers=profile.loader_workers,
             )
             strategy.faults = book["faults"]
@@ -441,11 +459,13 @@ def run_benchmark(req: RunRequest) -> Path:
                         book["decodes"]["reused" if o.reused else "computed"] += 1
                     book["peak_memory_mb"] = max(book["peak_memory_mb"], mem.peak_mb)
                     done_steps.append(step)
-                    # checkpoint first, then the rows: a crash in between is mended from the checkpoint
-                    book["stored_bytes"] = max(book.get("stored_bytes", 0), save_checkpoint(
-                        ckpt_path, method, done_steps, rows, preds, book, pristine, pristine_of))
-                    append_jsonl(results_path, rows)
-                    append_jsonl(preds_path, preds)
+                    # every process's peak so far: the job's is the largest
+                    book["peak_memory_mb"] = max(distributed.gather_objects(book["peak_memory_mb"]))
+                    if main:  # checkpoint first, then the rows: a crash in between is mended from the checkpoint
+                        book["stored_bytes"] = max(book.get("stored_bytes", 0), save_checkpoint(
+                            ckpt_path, method, done_steps, rows, preds, book, pristine, pristine_of))
+                        append_jsonl(results_path, rows)
+                        append_jsonl(preds_path, preds)
                     summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
                     after = "all experiences at once" if method.joint else scenario.experience_names[step]
                     _log(f"  {name} after {'no training' if step < 0 else after}: "
@@ -464,24 +484,28 @@ def run_benchmark(req: RunRequest) -> Path:
                 "train_seconds": round(sum(book["train_seconds"]), 2),
                 "train_seconds_per_experience": [round(s, 2) for s in book["train_seconds"]],
                 "eval_seconds": round(book["eval_seconds"], 2),
-                "peak_memory_mb": round(max(book["peak_memory_mb"], mem.peak_mb), 1),
+                "peak_memory_mb": round(max(book["peak_memory_mb"], *distributed.gather_objects(mem.peak_mb)), 1),
+                **({"processes": processes.world} if processes else {}),
                 "decodes": book["decodes"],
                 "eval_routing": getattr(configs[name], "eval_routing", None),
                 "joint": classes[name].joint,
                 "info": method.info(),
                 "training_faults": strategy.faults,  # steps skipped for NaN/inf losses, experiences ended early
             })
-            write_json_atomic(meta_path, meta)
-            ckpt_path.unlink(missing_ok=True)  # the strategy is complete: its rows and costs are all written
+            if main:
+                write_json_atomic(meta_path, meta)
+                ckpt_path.unlink(missing_ok=True)  # the strategy is complete: its rows and costs are all written
             del strategy, method
 
+    if not main:
+        return out
     if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
         (out / "checkpoints").rmdir()
     meta["status"] = "complete"
     meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     meta["timings"] = {"scenario_build_seconds": round(build_seconds, 2),
                        "total_seconds_this_invocation": round(time.perf_counter() - t_start, 2)}
-    meta["speed"] = {"precision": precision,
+    meta["speed"] = {"precision": precision, "processes": processes.world if processes else 1,
                      "encoder_cache": encoder_cache.stats() if encoder_cache is not None else "off"}
     write_json_atomic(meta_path, meta)
     if req.report:

@@ -25,10 +25,11 @@ from avalanche.logging import BaseLogger
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch.autograd.graph import increment_version
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
+from .. import distributed
 from ..methods.base import Method, Target
 from .collate import IGNORE, ASRCollator, with_prefix
 from .encoder_cache import EncoderCache
@@ -87,7 +88,7 @@ class DecodeMemo:
         self._store[key] = value
 
 
-class _Progress(SupervisedPlugin):
+class _Progress(SupervisedPlugin, supports_distributed=True):
     """A tqdm bar per training experience, showing the running loss."""
 
     def __init__(self, enabled: bool):
@@ -105,6 +106,31 @@ class _Progress(SupervisedPlugin):
 
     def after_training_exp(self, strategy, **kwargs):
         self.bar.close()
+
+
+class _ShardedBatches:
+    """Data parallelism (cl_asr.distributed): the batches one process would draw, in the same order, each cut
+    to this process's contiguous shard (which can be empty when a batch has fewer rows than processes)."""
+
+    def __init__(self, batches: BatchSampler, processes: distributed.Processes):
+        self.batches, self.processes = batches, processes
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield [batch[i] for i in distributed.shard(len(batch), self.processes.rank, self.processes.world)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _EmptyIsNone:
+    """Collate a shard; an empty one is None (this process sits the step out)."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __call__(self, rows):
+        return self.collate(rows) if rows else None
 
 
 class _NoLogger(BaseLogger):
@@ -155,6 +181,8 @@ class ASRTemplate(SupervisedTemplate):
         self.seed = seed
         self.progress = progress
         self.eval_outputs: dict[tuple[str, int], EvalOutput] = {}
+        self.processes = distributed.current()  # None: this process does all the work
+        self._labelled = 0  # labelled tokens of this process's shard of the current batch
         for m in method.extra_modules():
             m.to(device)
         method.features_of = lambda rows: collator(list(rows))["input_features"]
@@ -169,7 +197,8 @@ class ASRTemplate(SupervisedTemplate):
             eval_mb_size=eval_mb_size,
             device=device,
             plugins=[_Progress(progress), *method.plugins(), *(plugins or [])],
-            evaluator=EvaluationPlugin(loggers=[_NoLogger()]),
+            # Avalanche allows loggers in the main process only (cl_asr.distributed)
+            evaluator=EvaluationPlugin(loggers=[_NoLogger()] if distributed.is_main() else []),
         )
 
     # -- the current set ---------------------------------------------------------------------------------
@@ -234,16 +263,60 @@ class ASRTemplate(SupervisedTemplate):
 
     def make_train_dataloader(self, shuffle=True, **kwargs):
         g = torch.Generator().manual_seed(self.seed * 7919 + self.experience.current_experience)
+        if self.processes is not None:  # the same batches as one process (same sampler, same generator), sharded
+            batches = BatchSampler(RandomSampler(self.adapted_dataset, generator=g), self.train_mb_size, False)
+            # generator=g too: the loader draws its workers' base seed from it first, as the one-process loader does
+            self.dataloader = DataLoader(self.adapted_dataset, batch_sampler=_ShardedBatches(batches, self.processes),
+                                         generator=g, collate_fn=_EmptyIsNone(self.collator), **self._loader_options())
+            return
         self.dataloader = DataLoader(
             self.adapted_dataset, batch_size=self.train_mb_size, shuffle=shuffle, generator=g,
             collate_fn=self.collator, **self._loader_options(),
         )
 
     def make_eval_dataloader(self, **kwargs):
+        if self.processes is not None:  # the one-process batches, dealt round-robin: this process's share
+            batches = list(BatchSampler(range(len(self.adapted_dataset)), self.eval_mb_size, False))
+            self._eval_batch_numbers = list(range(self.processes.rank, len(batches), self.processes.world))
+            self.dataloader = DataLoader(self.adapted_dataset, batch_sampler=[batches[i] for i in self._eval_batch_numbers],
+                                         collate_fn=self.collator, **self._loader_options())
+            return
         self.dataloader = DataLoader(
             self.adapted_dataset, batch_size=self.eval_mb_size, shuffle=False, collate_fn=self.collator,
             **self._loader_options(),
         )
+
+    def training_epoch(self, **kwargs):
+        """Avalanche's loop (SGDUpdate.training_epoch); with several processes, one whose shard of a batch is
+        empty sits out forward and backward but joins the gradient sum in optimizer_step."""
+        if self.processes is None:
+            return super().training_epoch(**kwargs)
+        for self.mbatch in self.dataloader:
+            if self._stop_training:
+                break
+            here = self.mbatch is not None
+            self._labelled = 0
+            if here:
+                self._unpack_minibatch()
+                self._labelled = int((self.mbatch["labels"] != IGNORE).sum())
+            self._before_training_iteration(**kwargs)
+            self.optimizer.zero_grad()
+            self.loss = self._make_empty_loss()
+            if here:
+                self._before_forward(**kwargs)
+                self.mb_output = self.forward()
+                self._after_forward(**kwargs)
+                self.loss += self.criterion()
+                self._before_backward(**kwargs)
+                self.backward()
+                self._after_backward(**kwargs)
+            else:
+                self._step += 1
+                self._skip_step = False
+            self._before_update(**kwargs)
+            self.optimizer_step()
+            self._after_update(**kwargs)
+            self._after_training_iteration(**kwargs)
 
     def autocast(self):
         """bf16 autocast when the profile asks for it (fp32 otherwise: on CPUs without bf16 units it is slower)."""
@@ -329,6 +402,8 @@ class ASRTemplate(SupervisedTemplate):
 
     def optimizer_step(self):
         params = self.method.trainable_parameters()
+        if self.processes is not None:  # the whole batch's gradient on every process, or a skip everywhere
+            self._skip_step = distributed.sum_gradients(params, self._labelled, self._skip_step)
         if not self._skip_step:
             if self.method.config.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(params, self.method.config.grad_clip)
@@ -358,6 +433,11 @@ class ASRTemplate(SupervisedTemplate):
 
     def _before_eval(self, **kwargs):
         super()._before_eval(**kwargs)
+        if self.processes is not None:  # the decode memo's keys hold a digest of the model state: equal everywhere
+            keys = [self.memo_key(self.target_of(e)) for e in self.current_eval_stream]
+            if any(theirs != keys for theirs in distributed.gather_objects(keys)):
+                raise RuntimeError(f"{self.method.name}: the processes' models differ at an evaluation pass; they must "
+                                   "stay equal after every step (cl_asr.distributed): a bug, please report it")
         self._decoded_together = self.decode_sets_together(list(self.current_eval_stream))
 
     def decode_sets_together(self, experiences: list) -> dict[tuple, tuple]:
@@ -382,7 +462,10 @@ class ASRTemplate(SupervisedTemplate):
         flat = [(j, row) for j, (_, _, rows) in enumerate(pending) for row in rows]
         order = sorted(range(len(flat)), key=lambda i: -len(flat[i][1]["audio"]["array"]))
         hyps: list[str] = [""] * len(flat)
-        bar = tqdm(range(0, len(order), self.eval_mb_size), desc=f"decode {self.method.name} {len(pending)} sets",
+        firsts = list(range(0, len(order), self.eval_mb_size))
+        if self.processes is not None:  # batches dealt round-robin; hypotheses gathered below
+            firsts = firsts[self.processes.rank::self.processes.world]
+        bar = tqdm(firsts, desc=f"decode {self.method.name} {len(pending)} sets",
                    unit="batch", disable=not self.progress, leave=False)
         for first in bar:
             chosen = order[first: first + self.eval_mb_size]
@@ -395,6 +478,11 @@ class ASRTemplate(SupervisedTemplate):
                                           max_new_tokens=self.max_new_tokens)
             for i, text in zip(chosen, self.method.tokenizer.batch_decode(out, skip_special_tokens=True)):
                 hyps[i] = text
+        if self.processes is not None:
+            for part, theirs in enumerate(distributed.gather_objects(hyps)):
+                for first in range(part * self.eval_mb_size, len(order), self.processes.world * self.eval_mb_size):
+                    for i in order[first: first + self.eval_mb_size]:
+                        hyps[i] = theirs[i]
         seconds = (time.perf_counter() - start) / len(flat)
         decoded, at = {}, 0
         for key, target, rows in pending:
@@ -427,11 +515,17 @@ class ASRTemplate(SupervisedTemplate):
             ids, refs, hyps, routes, oracle = [], [], [], [], None
             bar = tqdm(self.dataloader, desc=f"decode {self.method.name} {target.stream}/{target.name}",
                        unit="batch", disable=not self.progress, leave=False)
-            for self.mbatch in bar:
+            decoded = []  # (batch number, ids, refs, hypotheses, routes, oracle)
+            for number, self.mbatch in enumerate(bar):
                 self._unpack_minibatch()
-                ids += self.mbatch["id"]
-                refs += self.mbatch["text"]
-                batch_hyps, batch_routes, oracle = self.decode_batch(target)
+                decoded.append((number, self.mbatch["id"], self.mbatch["text"], *self.decode_batch(target)))
+            if self.processes is not None:  # every process decoded its share of the batches: gather them all
+                mine = [(self._eval_batch_numbers[n], *rest) for n, *rest in decoded]  # numbered as in one process
+                decoded = sorted((piece for part in distributed.gather_objects(mine) for piece in part),
+                                 key=lambda piece: piece[0])
+            for _, batch_ids, batch_refs, batch_hyps, batch_routes, oracle in decoded:
+                ids += batch_ids
+                refs += batch_refs
                 hyps += batch_hyps
                 routes += batch_routes
             self.memo.put(key, (ids, refs, hyps, routes, oracle))

@@ -32,7 +32,7 @@ class ReplayConfig(MethodConfig):
             raise ValueError(f"buffer_size must be at least 1, got {self.buffer_size}")
 
 
-class ReplayPlugin(SupervisedPlugin):
+class ReplayPlugin(SupervisedPlugin, supports_distributed=True):
     """Mixes the buffer into each experience's training set (before the dataloader is built), then updates it."""
 
     def __init__(self, size: int):
@@ -76,7 +76,7 @@ class EWCConfig(MethodConfig):
             raise ValueError(f"ewc_lambda must be >= 0 and decay in [0, 1], got {self.ewc_lambda}, {self.decay}")
 
 
-class EWCPlugin(SupervisedPlugin):
+class EWCPlugin(SupervisedPlugin, supports_distributed=True):
     """Online EWC (Schwarz et al. 2018): importance = squared gradients of the seq2seq loss per mini-batch over
     the experience just learned (the empirical Fisher, as Avalanche computes it), normalised to mean 1 so the
     penalty weight does not depend on the loss scale; penalty = lambda/2 * sum F (theta - theta*)^2."""
@@ -145,7 +145,7 @@ class LwFConfig(MethodConfig):
             raise ValueError(f"alpha must be >= 0 and temperature > 0, got {self.alpha}, {self.temperature}")
 
 
-class DistillationPlugin(SupervisedPlugin):
+class DistillationPlugin(SupervisedPlugin, supports_distributed=True):
     """Token-level distillation (Li & Hoiem 2017, for seq2seq): on every target position of the current batch,
     KL(previous model || current model) of the next-token distributions at temperature T, times T^2."""
 
