@@ -48,9 +48,6 @@ class Processes:
     def device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
-    def describe(self) -> dict:
-        return {"processes": self.world, "backend": self.backend}
-
 
 _current: Processes | None = None
 
