@@ -78,7 +78,9 @@ def init_from_environment(device: str | None = None) -> Processes | None:
         torch.cuda.set_device(local_rank)
     _die_with_launcher()
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        # device_id: NCCL binds this process to its GPU at once (barriers then never guess the device)
+        dist.init_process_group(backend=backend, **({"device_id": torch.device("cuda", local_rank)}
+                                                     if backend == "nccl" else {}))
     _current = Processes(dist.get_rank(), dist.get_world_size(), local_rank, backend)
     return _current
 

@@ -142,7 +142,10 @@ def _completed(rows: list[dict], expected: dict[str, int]) -> set:
 
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and distributed.current() is not None:
+        # one GPU per process: reading every GPU's state would open a CUDA context (memory) on each of them
+        state["cuda_device"] = torch.cuda.get_rng_state()
+    elif torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -151,8 +154,18 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        return
+    if distributed.current() is not None:  # this process's GPU only (see _rng_state)
+        mine = state.get("cuda_device")
+        if mine is None and state.get("cuda"):
+            mine = state["cuda"][min(torch.cuda.current_device(), len(state["cuda"]) - 1)]
+        if mine is not None:
+            torch.cuda.set_rng_state(mine)
+    elif "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
+    elif "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"])
 
 
 def pristine_names(method, pristine: torch.nn.Module) -> dict[int, str]:
