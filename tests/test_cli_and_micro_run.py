@@ -2,18 +2,15 @@
 import base64
 import json
 import re
-import subprocess
-import sys
 from io import BytesIO
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
 from cl_asr.methods import METHODS
+from helpers import REPO, run_suite as cli
 
-REPO = Path(__file__).resolve().parent.parent
 ALL = METHODS.names()  # the micro run below asks for every registered strategy (`--strategies all`)
 # On the languages scenario these cannot run (no enrolment embeddings; no text-only experiences): the run
 # records why and goes on with the others.
@@ -21,11 +18,6 @@ CANNOT_RUN = {"ts_prompt": "enrolment", "text_spt": "text-only"}
 STRATEGIES = [s for s in ALL if s not in CANNOT_RUN]
 FULL = {"fft", "fft_spt", "replay", "ewc", "lwf", "joint"}  # strategies that train the backbone itself
 FROZEN = [s for s in STRATEGIES if s not in FULL and s != "zero_shot"]
-
-
-def cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
 
 
 def test_help_and_list_name_the_scenario_and_strategies():

@@ -4,22 +4,14 @@ shard) and the gradient weights are uneven; evaluation sets of several batches, 
 parameters must be the one-process ones up to float rounding, equal on every process, and the results files
 the same."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import REPO, run_suite as cli
 
-REPO = Path(__file__).resolve().parent.parent
 STRATEGIES = ["recorded_spt_decoder", "recorded_ewc", "recorded_lwf"]  # prompts; FFT + penalty; FFT + distillation
-
-
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=1200, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@ entity error rate), mixing, ts_prompt's speaker conditioning, text_spt's two ste
 micro benchmark of each scenario through the CLI."""
 import copy
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +13,8 @@ from cl_asr.cl.collate import ASRCollator
 from cl_asr.data.mixing import MixSpec, active_power, mix
 from cl_asr.methods import Target, get_method, method_config
 from cl_asr.metrics.text import mixed_tokens, normalize, score
+from helpers import run_suite as cli
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 # -- metrics ---------------------------------------------------------------------------------------------------
@@ -177,11 +174,6 @@ def test_text_spt_learns_the_prompt_first_then_the_decoder(tiny):
 
 
 # -- micro benchmarks through the CLI -------------------------------------------------------------------------
-def cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], capture_output=True, text=True,
-                          cwd=REPO)
-
-
 def micro(tmp_path, scenario, strategies):
     out = tmp_path / scenario
     proc = cli("run", "--scenario", scenario, "--strategies", strategies, "--profile", "micro", "--out", str(out),

@@ -2,21 +2,12 @@
 a re-submitted run skips finished jobs; a job that fails once is retried; a job that keeps failing is reported
 and recorded without sinking the others."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, run_suite as cli
 
-REPO = Path(__file__).resolve().parent.parent
 GRID = ["--scenario", "languages", "--strategies", "zero_shot,spt_decoder,spt_entire", "--seeds", "0,1",
         "--profile", "micro", "--no-progress"]
-
-
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=1200, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +11,8 @@ import pytest
 
 from cl_asr.metrics.continual import continual_metrics, continual_metrics_batch
 from cl_asr.report.stats import Bootstrap, DifferentTestSets
+from helpers import run_suite as cli
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=900)
 
 
 # -- the statistics, on hand-made per-utterance counts ------------------------------------------------------
