@@ -131,7 +131,7 @@ def load_methods_from(paths: list[Path]) -> None:
         spec.loader.exec_module(module)
 
 
-def _launch_processes(args, argv: list[str]) -> int:
+def _launch_processes(args, argv: list[str], out: Path) -> int:
     """Start this same command in `--processes` processes with torchrun (one machine; for several, run torchrun
     yourself: README). Every process must write to the same run directory, so --out is fixed here."""
     import torch
@@ -145,7 +145,6 @@ def _launch_processes(args, argv: list[str]) -> int:
     if on_gpu and args.processes > torch.cuda.device_count():
         raise ValueError(f"--processes {args.processes}: this machine has {torch.cuda.device_count()} GPU(s), one "
                          "process per GPU")
-    out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     child = []
     skip = False
     for a in argv:  # the command without --processes, with --out
@@ -174,11 +173,11 @@ def _run(args, argv: list[str]) -> int:
 
     if args.processes < 1:
         raise ValueError(f"--processes must be at least 1, got {args.processes}")
-    if args.processes > 1 and distributed.launched_world_size() == 1:
-        return _launch_processes(args, argv)
     if distributed.launched_world_size() > 1 and args.out is None:
         raise ValueError("started by torchrun: give --out, so that every process writes to the same run directory")
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.processes > 1 and distributed.launched_world_size() == 1:
+        return _launch_processes(args, argv, out)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if strategies == ["all"]:
         from .methods import METHODS

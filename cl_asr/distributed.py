@@ -127,13 +127,6 @@ def gather_objects(obj) -> list:
     return out
 
 
-def shard(n: int, part: int, parts: int) -> range:
-    """Contiguous share `part` of `parts` of n rows (the first n % parts shares one row longer)."""
-    size, extra = divmod(n, parts)
-    start = part * size + min(part, extra)
-    return range(start, start + size + (1 if part < extra else 0))
-
-
 def sum_gradients(params: list[torch.Tensor], labelled: int, skip: bool) -> bool:
     """Replace each process's gradients of `params` by the sum over processes of (its share of the batch's
     labelled tokens) x (its gradient). Returns True when any process must skip the step (a non-finite loss):

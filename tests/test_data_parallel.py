@@ -17,13 +17,13 @@ STRATEGIES = ["recorded_spt_decoder", "recorded_ewc", "recorded_lwf"]  # prompts
 @pytest.fixture(scope="module")
 def one_and_three(tmp_path_factory):
     base = tmp_path_factory.mktemp("dp")
-    scenario = yaml.safe_load((REPO / "scenarios" / "languages.yaml").read_text())
-    scenario["profiles"]["micro"]["eval_batch_size"] = 2  # every test set (3 rows) takes two batches
-    (base / "languages_dp.yaml").write_text(yaml.safe_dump(scenario))
     return {n: recorded_run(base, n, "cpu") for n in (1, 3)}  # --device cpu: gloo, even where GPUs exist
 
 
 def recorded_run(base: Path, n: int, device: str):
+    scenario = yaml.safe_load((REPO / "scenarios" / "languages.yaml").read_text())
+    scenario["profiles"]["micro"]["eval_batch_size"] = 2  # every test set (3 rows) takes two batches
+    (base / "languages_dp.yaml").write_text(yaml.safe_dump(scenario))
     params = base / f"params{n}"
     params.mkdir()
     proc = cli("run", "--scenario", str(base / "languages_dp.yaml"), "--profile", "micro", "--no-progress",
@@ -88,9 +88,6 @@ def test_processes_refused_clearly(tmp_path, monkeypatch, capsys):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_two_gpus_train_the_one_gpu_parameters(tmp_path):
     """The same on GPUs (NCCL). Looser: the micro profile's precision is auto, i.e. bf16 autocast on GPUs."""
-    scenario = yaml.safe_load((REPO / "scenarios" / "languages.yaml").read_text())
-    scenario["profiles"]["micro"]["eval_batch_size"] = 2
-    (tmp_path / "languages_dp.yaml").write_text(yaml.safe_dump(scenario))
     _, one, _ = recorded_run(tmp_path, 1, "cuda")
     run2, two, _ = recorded_run(tmp_path, 2, "cuda")
     assert_same_training(one, two, 2, tolerance=2e-2)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
@@ -117,7 +118,7 @@ class _ShardedBatches:
 
     def __iter__(self):
         for batch in self.batches:
-            yield [batch[i] for i in distributed.shard(len(batch), self.processes.rank, self.processes.world)]
+            yield np.array_split(batch, self.processes.world)[self.processes.rank].tolist()
 
     def __len__(self) -> int:
         return len(self.batches)
