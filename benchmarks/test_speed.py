@@ -87,7 +87,7 @@ def warm_cache(backbone, data, collator) -> EncoderCache:
         p.requires_grad_(False)
     rows = [data[i] for i in range(len(data))]
     for first in range(0, len(rows), BATCH):
-        cache.encode(model.model.encoder, collator(rows[first: first + BATCH])["input_features"])
+        cache.encode(model, collator(rows[first: first + BATCH])["input_features"])
     return cache
 
 

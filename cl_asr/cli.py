@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                      "the CPU (gloo), which is for testing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    run.add_argument("--no-cache", action="store_true",
+                     help="compute everything: no decode memo, no encoder-output or cross-attention cache (the "
+                     "results are the same; for checking that, and for timing the plain loop)")
     grid = run.add_argument_group("executor", "where the (strategy, seed) jobs run (README, 'Run the grid on a cluster')")
     grid.add_argument("--executor", choices=["local", "ray"], default="local",
                       help="local: one job after another in this process (default); ray: each job a Ray task")
@@ -199,7 +202,7 @@ def _run(args, argv: list[str]) -> int:
     req = RunRequest(
         scenario=args.scenario, strategies=strategies, profile=args.profile, out_dir=out, backbone=args.backbone,
         seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
-        command=command.strip(),
+        command=command.strip(), caches=not args.no_cache,
     )
     from .executors import JobsFailed, RayOptions, run_grid
 

@@ -52,6 +52,7 @@ class RunRequest:
     progress: bool = True
     report: bool = True
     command: str = ""
+    caches: bool = True  # False: no decode memo, no encoder or cross-attention cache (compute everything)
 
 
 def release_memory(device: torch.device) -> None:
@@ -394,11 +395,11 @@ def run_benchmark(req: RunRequest) -> Path:
     if main:
         write_json_atomic(meta_path, meta)
 
-    memo = DecodeMemo()
+    memo = DecodeMemo(enabled=req.caches)
     memo_context = (backbone_spec, profile.encoder_window_seconds, precision)
     encoder_cache = EncoderCache(profile.encoder_cache_mb, cache_dir() / "encoder_outputs",
                                  profile.encoder_cache_disk_mb, profile.cross_attention_cache_mb
-                                 ) if profile.encoder_cache_mb > 0 else None
+                                 ) if profile.encoder_cache_mb > 0 and req.caches else None
     n_sets = len(scenario.evaluation_sets())
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
         for name in req.strategies:
@@ -424,7 +425,7 @@ def run_benchmark(req: RunRequest) -> Path:
                 method.base_languages = base_languages
                 method.setup()
                 book = {"config": dataclasses.asdict(configs[name]), "train_seconds": [], "eval_seconds": 0.0,
-                        "trainable": 0, "decodes": {"computed": 0, "reused": 0}, "peak_memory_mb": 0.0,
+                        "trainable": 0, "decodes": {"computed": 0, "reused": 0, "not_shareable": 0}, "peak_memory_mb": 0.0,
                         "faults": [], "stored_bytes": 0}
                 done_steps = []
             else:  # go on from the last finished evaluation pass, in the state it left
@@ -470,6 +471,8 @@ def run_benchmark(req: RunRequest) -> Path:
                     book["eval_seconds"] += secs
                     for o in strategy.eval_outputs.values():
                         book["decodes"]["reused" if o.reused else "computed"] += 1
+                        # keyed by the strategy's own state: nothing proved it equal to another strategy's decode
+                        book["decodes"]["not_shareable"] = book["decodes"].get("not_shareable", 0) + (not o.shareable)
                     book["peak_memory_mb"] = max(book["peak_memory_mb"], mem.peak_mb)
                     done_steps.append(step)
                     # every process's peak so far: the job's is the largest
@@ -519,6 +522,7 @@ def run_benchmark(req: RunRequest) -> Path:
     meta["timings"] = {"scenario_build_seconds": round(build_seconds, 2),
                        "total_seconds_this_invocation": round(time.perf_counter() - t_start, 2)}
     meta["speed"] = {"precision": precision, "processes": processes.world if processes else 1,
+                     "decode_memo": "on" if req.caches else "off",
                      "encoder_cache": encoder_cache.stats() if encoder_cache is not None else "off"}
     write_json_atomic(meta_path, meta)
     if req.report:

@@ -3,6 +3,8 @@ import copy
 import pytest
 import torch
 
+from cl_asr.cl.decode_key import decode_key
+from cl_asr.cl.fingerprint import Digests
 from cl_asr.methods import Target, get_method, method_config
 
 FEATS = torch.randn(2, 80, 3000, generator=torch.Generator().manual_seed(0))
@@ -79,17 +81,25 @@ def test_parameter_counts_are_the_closed_form(tiny, tiny_model, name, places):
     assert method.stored_parameters_per_experience() == L * d * places
 
 
+def decode_key_of(method, target):
+    return decode_key(method, target, Digests())
+
+
 def test_separate_prompts_are_routed_by_experience_identity(tiny, tiny_model):
     method = make("spt_decoder", tiny_model, tiny.tokenizer, L=2)
-    assert method.state_key(TEST0) == "pretrained"  # nothing learned: decoded as zero-shot
+    pretrained = decode_key(get_method("zero_shot")(method_config("zero_shot"), tiny.model, tiny.tokenizer),
+                            TEST0, Digests())
+    assert decode_key_of(method, TEST0) == pretrained  # nothing learned: provably the plain pretrained model
     train_through(method, TRAIN0)
-    key0 = method.state_key(TEST0)
-    assert key0 != "pretrained"
-    assert method.state_key(TEST1) == "pretrained"  # experience 1 not learned yet: no prompt
-    assert method.state_key(BASE) == "pretrained"  # base languages never get a prompt
+    key0, shareable = decode_key_of(method, TEST0)
+    assert key0 != pretrained[0] and not shareable  # its prompt is active: keyed by the strategy's state
+    assert method.oracle_key(TEST0) == "0"
+    assert decode_key_of(method, TEST1) == pretrained  # experience 1 not learned yet: no prompt, no hook
+    assert decode_key_of(method, BASE)[1]  # base languages never get a prompt
     train_through(method, Target("train", 1, "ia", "ia", "es"))
-    assert method.state_key(TEST0) == key0  # experience 0's prompt is untouched by experience 1
-    assert method.state_key(TEST1) not in ("pretrained", key0)
+    assert method.oracle_key(TEST0) == "0" and method.oracle_key(TEST1) == "1"
+    # the whole state is keyed (a new set is state too): experience 0's decode is computed again
+    assert decode_key_of(method, TEST0)[0] != key0
 
 
 def test_shared_mode_trains_one_prompt_set_for_all_experiences(tiny, tiny_model):
@@ -97,7 +107,8 @@ def test_shared_mode_trains_one_prompt_set_for_all_experiences(tiny, tiny_model)
     train_through(method, TRAIN0)
     method.before_experience(Target("train", 1, "ia", "ia", "es"))
     assert len(method.prompt_sets) == 1
-    assert method.state_key(TEST0) == method.state_key(TEST1) != "pretrained"
+    assert method.oracle_key(TEST0) == method.oracle_key(TEST1) == "shared"
+    assert not decode_key_of(method, TEST0)[1]
 
 
 def test_prompt_count_mismatch_is_reported(tiny, tiny_model):

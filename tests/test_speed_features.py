@@ -7,6 +7,8 @@ import torch
 
 from cl_asr.cl.collate import ASRCollator, with_prefix
 from cl_asr.cl.encoder_cache import EncoderCache, cross_attention_fingerprint, encoder_fingerprint
+from cl_asr.cl.fingerprint import Digests
+from cl_asr.core import HiddenStatesPreHook
 from cl_asr.methods import Target, get_method, method_config
 from cl_asr.runner import load_checkpoint, pristine_names, save_checkpoint
 
@@ -25,17 +27,18 @@ def make(name, model, tokenizer):
 
 def test_cache_returns_exactly_the_encoder_output_and_reuses_it(tiny_model):
     cache, enc = EncoderCache(), tiny_model.model.encoder
+    whisper = tiny_model
     for p in tiny_model.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
         expected = enc(FEATS).last_hidden_state
-    first = cache.encode(enc, FEATS)
+    first = cache.encode(whisper, FEATS)
     assert torch.equal(first, expected) and (cache.hits, cache.misses) == (0, 3)
-    again = cache.encode(enc, FEATS[[2, 0]])  # any batch order: keyed per utterance by its features
+    again = cache.encode(whisper, FEATS[[2, 0]])  # any batch order: keyed per utterance by its features
     assert torch.equal(again, expected[[2, 0]]) and cache.hits == 2
     with torch.no_grad():
         enc.layers[0].fc1.weight.add_(0.01)  # an in-place change of any encoder tensor is another encoder
-    changed = cache.encode(enc, FEATS[:1])
+    changed = cache.encode(whisper, FEATS[:1])
     assert cache.misses == 4 and not torch.equal(changed, expected[:1])
     with torch.no_grad():
         assert torch.equal(changed, enc(FEATS[:1]).last_hidden_state)
@@ -44,12 +47,13 @@ def test_cache_returns_exactly_the_encoder_output_and_reuses_it(tiny_model):
 def test_outputs_under_bf16_autocast_are_another_key(tiny_model):
     """Runs share the disk tier: a bf16 run's encoder outputs must never serve an fp32 run."""
     cache, enc = EncoderCache(), tiny_model.model.encoder
+    whisper = tiny_model
     for p in tiny_model.parameters():
         p.requires_grad_(False)
-    plain = cache.fingerprint(enc)
+    plain = cache.fingerprint(whisper)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert cache.fingerprint(enc) not in (None, plain)
-    assert cache.fingerprint(enc) == plain
+        assert cache.fingerprint(whisper) not in (None, plain)
+    assert cache.fingerprint(whisper) == plain
 
 
 @pytest.mark.parametrize("name,cacheable", [
@@ -63,7 +67,7 @@ def test_only_a_frozen_unprompted_encoder_is_cached(tiny, name, cacheable):
     if method.trains:
         method.before_experience(TRAIN, ROWS)  # creates the experience's prompts / LoRA / adapters
     with method.route(TRAIN):
-        assert (encoder_fingerprint(model.model.encoder, {}) is not None) is cacheable
+        assert (encoder_fingerprint(model, Digests()) is not None) is cacheable
 
 
 def test_dropout_in_training_mode_is_not_cached(tiny):
@@ -71,23 +75,29 @@ def test_dropout_in_training_mode_is_not_cached(tiny):
     for p in model.parameters():
         p.requires_grad_(False)
     model.model.encoder.layers[0].dropout_layer = torch.nn.Dropout(0.1)  # a stochastic layer
-    assert encoder_fingerprint(model.model.encoder.train(), {}) is None
-    assert encoder_fingerprint(model.model.encoder.eval(), {}) is not None
+    model.model.encoder.train()
+    assert encoder_fingerprint(model, Digests()) is None
+    model.model.encoder.eval()
+    assert encoder_fingerprint(model, Digests()) is not None
+    model.model.encoder.layers[0].dropout_layer = torch.nn.Identity()
+    model.model.encoder.config.attention_dropout = 0.1  # Whisper's functional dropout, active in training
+    model.model.encoder.train()
+    assert encoder_fingerprint(model, Digests()) is None
 
 
 def test_memory_budget_pushes_the_oldest_out_to_disk_and_reads_it_back(tiny_model, tmp_path):
     for p in tiny_model.parameters():
         p.requires_grad_(False)
-    enc = tiny_model.model.encoder
-    one = enc(FEATS[:1]).last_hidden_state
+    whisper = tiny_model
+    one = tiny_model.model.encoder(FEATS[:1]).last_hidden_state
     size_mb = one.numel() * 4 / 2**20
     cache = EncoderCache(memory_mb=2.5 * size_mb, disk_dir=tmp_path / "enc", disk_mb=10 * size_mb)
-    cache.encode(enc, FEATS)  # three utterances, room for two in memory
+    cache.encode(whisper, FEATS)  # three utterances, room for two in memory
     assert cache.stats()["memory_mb"] <= 2.5 * size_mb + 1e-6 and len(list((tmp_path / "enc").glob("*.pt"))) == 1
-    out = cache.encode(enc, FEATS[:1])  # the oldest, now on disk
+    out = cache.encode(whisper, FEATS[:1])  # the oldest, now on disk
     assert cache.hits == 1 and torch.equal(out, one)
     fresh = EncoderCache(memory_mb=0.001, disk_dir=tmp_path / "enc", disk_mb=10 * size_mb)  # another run
-    assert fresh.encode(enc, FEATS[:1]) is not None and fresh.hits == 1
+    assert fresh.encode(whisper, FEATS[:1]) is not None and fresh.hits == 1
 
 
 def test_cached_training_gives_the_plain_loss_and_gradients(tiny, tiny_model):
@@ -132,25 +142,36 @@ def test_cross_attention_keys_values_are_cached_only_where_their_projections_are
         method.before_experience(TRAIN, ROWS)
         method.trainable_parameters()  # text_spt: its decoder step trains the decoder (cross-attention included)
     with method.route(TRAIN):
-        assert (cross_attention_fingerprint(model.model.decoder, {}) is not None) is cacheable
+        assert (cross_attention_fingerprint(model, Digests()) is not None) is cacheable
 
 
 def test_cross_attention_fingerprint_follows_the_projections_and_refuses_hooks(tiny):
-    decoder = copy.deepcopy(tiny.model).model.decoder.eval()
-    for p in decoder.parameters():
+    model = copy.deepcopy(tiny.model).eval()
+    decoder = model.model.decoder
+    for p in model.parameters():
         p.requires_grad_(False)
-    plain = cross_attention_fingerprint(decoder, {})
+    plain = cross_attention_fingerprint(model, Digests())
     with torch.no_grad():
         decoder.layers[0].fc1.weight.add_(0.01)  # not on the keys' / values' path
-    assert cross_attention_fingerprint(decoder, {}) == plain
+    assert cross_attention_fingerprint(model, Digests()) == plain
     with torch.no_grad():
         decoder.layers[-1].encoder_attn.v_proj.weight.add_(0.01)
-    assert cross_attention_fingerprint(decoder, {}) not in (None, plain)
-    handle = decoder.layers[0].encoder_attn.register_forward_pre_hook(lambda m, args, kwargs: None, with_kwargs=True)
-    assert cross_attention_fingerprint(decoder, {}) is None  # a hook could change the states it projects
+    assert cross_attention_fingerprint(model, Digests()) not in (None, plain)
+    changed = cross_attention_fingerprint(model, Digests())
+    for module in (decoder.layers[0].encoder_attn, decoder, decoder.layers[1], model, model.model):
+        # a hook that could change the states the projections see; on a layer: what the issue's user wrote
+        handle = module.register_forward_pre_hook(lambda m, args, kwargs: None, with_kwargs=True)
+        assert cross_attention_fingerprint(model, Digests()) is None, module
+        handle.remove()
+    handle = decoder.layers[0].encoder_attn.k_proj.register_forward_hook(lambda m, args, out: None)
+    assert cross_attention_fingerprint(model, Digests()) is None
     handle.remove()
-    handle = decoder.register_forward_pre_hook(lambda m, args: None)
-    assert cross_attention_fingerprint(decoder, {}) is None
+    # what prompt methods install: hidden states only (by construction), and a hook on a layer's output
+    handles = [decoder.layers[1].register_forward_pre_hook(HiddenStatesPreHook(lambda h: h + 1), with_kwargs=True),
+               decoder.layers[0].register_forward_hook(lambda m, args, out: None)]
+    assert cross_attention_fingerprint(model, Digests()) == changed
+    for h in handles:
+        h.remove()
 
 
 @pytest.mark.parametrize("name", ["spt_entire", "lora", "fft"])

@@ -1,21 +1,23 @@
 """Encoder outputs computed once per utterance, for models whose encoder is exactly a frozen function.
 
 With a frozen, unprompted encoder (zero-shot evaluation, decoder-side prompts, text_spt's decoder-side
-prompts and LoRA) an utterance's encoder output never changes, yet a plain loop recomputes it every epoch and every
-evaluation; the encoder is most of Whisper's cost (FACTS §5). `EncoderCache.encode` returns the cached output
-where it can and computes (and stores) the rest.
+prompts and LoRA) an utterance's encoder output never changes, yet a plain loop recomputes it every epoch and
+every evaluation; the encoder is most of Whisper's cost (docs/whisper.md, "Where the time goes").
+`EncoderCache.encode` returns the cached output where it can and computes (and stores) the rest.
 
 When may an output be reused? The key of an utterance is a digest of its log-mel features (so another window,
 feature extractor or audio is another key) together with a fingerprint of the encoder: a digest of its
 parameters and buffers (re-hashed only when a tensor is updated in place), the device type, dtype, the
-autocast dtype in force (a bf16 run's outputs are not an fp32 run's) and the torch version. The fingerprint is None — nothing is cached or reused — whenever the encoder is not a plain frozen
-function, which is checked on the module itself, not declared by a strategy:
+autocast dtype in force (a bf16 run's outputs are not an fp32 run's) and the torch version. The fingerprint
+is None — nothing is cached or reused, a bypass is counted — whenever that is not proven on the modules
+themselves (rules in cl_asr/cl/fingerprint.py), never on what a strategy declares:
 - any encoder parameter requires grad (FFT, encoder LoRA, FFT+prompts: training needs its graph);
 - any forward hook or pre-hook on the encoder or a submodule (encoder and input prompts, adapters, speaker
-  prompts inject themselves this way);
-- any submodule whose class comes from outside torch.nn / transformers (peft's LoRA layers), or whose
-  `forward` was replaced on the instance;
-- stochastic layers active in training mode (dropout or layer drop above zero).
+  prompts inject themselves this way), any pre-hook on the model or on WhisperModel (a cached output is handed
+  in as `encoder_outputs`, so such a hook would see other inputs), any global module hook;
+- any submodule whose class comes from outside torch.nn / transformers (peft's LoRA layers, unless disabled),
+  or whose `forward` was replaced on the instance;
+- dropout or layer drop active in training mode.
 
 Entries live in memory up to `memory_mb` (least recently used first out); entries pushed out go to `disk_dir`
 (if given) up to `disk_mb`, as one file per utterance, written atomically.
@@ -24,11 +26,12 @@ Cross-attention keys and values. A decoder attends to the encoder output through
 `encoder_attn.k_proj` / `v_proj`; where those are frozen too, the keys and values an utterance gives are as
 constant as its encoder output, and recomputing them every step is most of a decoder-prompt step's work after
 the encoder (500 positions x 6 layers x 2 projections). `EncoderCache.encode_for_decoder` returns them as well,
-keyed by the utterance's key and a fingerprint of those projections (same rules: no grad, no hooks on them or
-on their attention module or on the decoder, library classes only). Hooks on decoder *layers* are allowed:
-prompt methods use them to change the hidden states, never the encoder output the layer is given. They are
-held in memory only, within `cross_attention_mb` (12 MB per 10 s utterance on whisper-base: recomputing is
-cheaper than reading them back from disk).
+keyed by the utterance's key and a fingerprint of those projections (same rules: no grad, no hooks on the
+cross-attention modules, library classes only). On the decoder and its layers, forward hooks are allowed (they
+see outputs) and so are `core.HiddenStatesPreHook`s (prompt methods use them; by construction they cannot
+change the encoder states a layer is given); any other pre-hook there turns this cache off. Held in memory
+only, within `cross_attention_mb` (12 MB per 10 s utterance on whisper-base: recomputing is cheaper than reading
+them back from disk).
 """
 from __future__ import annotations
 
@@ -42,60 +45,71 @@ from torch import nn
 
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from ..methods.base import tensor_digest
+from ..core import HiddenStatesPreHook
+from .fingerprint import (LIBRARY_PREFIXES, Digests, effective_modules, global_hooks_present, has_hooks, library_hook,
+                          tensors_of)
 
-_LIBRARY_PREFIXES = ("torch.nn.", "transformers.")
-
-
-def frozen_fingerprint(modules: list[nn.Module], stamp_cache: dict) -> str | None:
-    """What `modules` compute, as a digest of their tensors; None when they are not plain frozen library
-    modules (see the module doc)."""
-    tensors, names = [], []
-    for i, root in enumerate(modules):
-        for name, p in root.named_parameters():
-            if p.requires_grad:
-                return None
-            tensors.append(p)
-            names.append(f"{i}.{name}")
-        for name, b in root.named_buffers():
-            tensors.append(b)
-            names.append(f"{i}.{name}")
-        for module in root.modules():
-            if module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__:
-                return None
-            if not type(module).__module__.startswith(_LIBRARY_PREFIXES):
-                return None
-            if module.training and isinstance(module, nn.Dropout) and module.p > 0:
-                return None
-    stamp = tuple((id(t), t._version) for t in tensors)
-    if stamp not in stamp_cache:
-        first = tensors[0] if tensors else torch.zeros(0)
-        digest = tensor_digest(tensors, names)
-        stamp_cache.clear()  # only the current state is asked for again
-        stamp_cache[stamp] = f"{digest}:{first.device.type}:{first.dtype}:{torch.__version__}"
-    return stamp_cache[stamp]
+def _stochastic(module: nn.Module) -> bool:
+    """Dropout active: an nn.Dropout module, or Whisper's functional dropout (its config's rates) in training."""
+    if not module.training:
+        return False
+    if isinstance(module, nn.Dropout):
+        return module.p > 0
+    config = getattr(module, "config", None)
+    return config is not None and any(getattr(config, k, 0.0) > 0 for k in
+                                      ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"))
 
 
-def encoder_fingerprint(encoder: nn.Module, stamp_cache: dict) -> str | None:
-    """What the encoder computes, as a digest; None when its output may not be reused (see the module doc)."""
-    config = getattr(encoder, "config", None)
-    if encoder.training and config is not None and getattr(config, "encoder_layerdrop", 0.0) > 0:
+def _entry_is_plain(model: nn.Module) -> bool:
+    """With a cached encoder output the model is called with `encoder_outputs` instead of `input_features`: a
+    pre-hook on the model or on WhisperModel (or a replaced forward) would see other inputs than it expects."""
+    for module in (model, model.model):
+        if module._forward_pre_hooks or "forward" in module.__dict__:
+            return False
+        if not type(module).__module__.startswith(LIBRARY_PREFIXES):
+            return False
+    return not global_hooks_present()
+
+
+def _fingerprint(modules: list[nn.Module] | None, digests: Digests) -> str | None:
+    """A digest of what plain, frozen, deterministic `modules` compute; None where that is not proven."""
+    if modules is None or any(has_hooks(m) or _stochastic(m) for m in modules):
         return None
-    return frozen_fingerprint([encoder], stamp_cache)
+    tensors, names = tensors_of(modules)
+    if any(t.requires_grad for t in tensors):
+        return None
+    first = tensors[0] if tensors else torch.zeros(0)
+    return f"{digests(tensors, names)}:{first.device.type}:{first.dtype}:{torch.__version__}"
 
 
-def cross_attention_fingerprint(decoder: nn.Module, stamp_cache: dict) -> str | None:
+def encoder_fingerprint(model: nn.Module, digests: Digests) -> str | None:
+    """What the Whisper model's encoder computes, as a digest; None when its output may not be reused (see the
+    module doc and cl_asr/cl/fingerprint.py)."""
+    if not _entry_is_plain(model):
+        return None
+    return _fingerprint(effective_modules(model.model.encoder), digests)
+
+
+def cross_attention_fingerprint(model: nn.Module, digests: Digests) -> str | None:
     """What the decoder's cross-attention keys and values compute from the encoder output; None when they may
-    not be reused (see the module doc)."""
-    attentions = [layer.encoder_attn for layer in decoder.layers]
-    for module in (decoder, *attentions):
-        if module._forward_pre_hooks or "forward" in module.__dict__:  # could change the encoder states
-            return None
-        if not type(module).__module__.startswith(_LIBRARY_PREFIXES):
-            return None
-    if any(a._forward_hooks for a in attentions):
+    not be reused. The decoder and its layers must be plain modules; a layer may carry forward hooks (they see
+    its output) and `HiddenStatesPreHook`s (they cannot change its encoder states), nothing else; the
+    cross-attention modules carry no hook at all."""
+    if not _entry_is_plain(model):
         return None
-    return frozen_fingerprint([proj for a in attentions for proj in (a.k_proj, a.v_proj)], stamp_cache)
+    decoder = model.model.decoder
+    for module in (decoder, *decoder.layers):  # what hands each layer its encoder states
+        if not type(module).__module__.startswith(LIBRARY_PREFIXES) or "forward" in module.__dict__:
+            return None
+        if any(not (isinstance(h, HiddenStatesPreHook) or library_hook(h)) for h in module._forward_pre_hooks.values()):
+            return None  # a pre-hook could change the encoder states the layers are given
+    projections = []
+    for layer in decoder.layers:
+        attention = effective_modules(layer.encoder_attn)
+        if attention is None or any(has_hooks(m) for m in attention):
+            return None
+        projections += [m for m in attention if m is layer.encoder_attn.k_proj or m is layer.encoder_attn.v_proj]
+    return _fingerprint(projections, digests)
 
 
 def cross_attention_cache(keys_values: list[tuple[torch.Tensor, torch.Tensor]]) -> EncoderDecoderCache:
@@ -146,7 +160,7 @@ class EncoderCache:
         self._cross = _MemoryLRU(int(cross_attention_mb * 2**20))  # memory only: cheaper to recompute than read
         self._disk: OrderedDict[str, int] = OrderedDict()  # key -> bytes, oldest first
         self._disk_bytes = 0
-        self._stamps: dict[int, dict] = {}  # per module: version stamp -> fingerprint
+        self._digests = Digests()
         self.hits = self.misses = self.bypassed = 0
         self.cross_hits = self.cross_misses = self.cross_bypassed = 0
         if self.disk_dir is not None:
@@ -161,25 +175,27 @@ class EncoderCache:
                 "cross_attention": {"hits": self.cross_hits, "misses": self.cross_misses,
                                     "bypassed": self.cross_bypassed, "memory_mb": round(self._cross.bytes / 2**20, 1)}}
 
-    def fingerprint(self, encoder: nn.Module) -> str | None:
-        weights = encoder_fingerprint(encoder, self._stamps.setdefault(id(encoder), {}))
+    def fingerprint(self, model: nn.Module) -> str | None:
+        """What the encoder of Whisper `model` computes (None: not reusable), with the autocast dtype in force."""
+        weights = encoder_fingerprint(model, self._digests)
+        encoder = model.model.encoder
         if weights is None:
             return None
         device = next(encoder.parameters()).device.type
         autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else "off"
         return f"{weights}:autocast={autocast}"
 
-    def encode(self, encoder: nn.Module, input_features: torch.Tensor) -> torch.Tensor | None:
-        """The encoder's last hidden state for a batch of log-mel features, from the cache where possible;
-        None when the encoder's output may not be reused (then run the model as usual)."""
-        found = self._encode(encoder, input_features)
+    def encode(self, model: nn.Module, input_features: torch.Tensor) -> torch.Tensor | None:
+        """The last hidden state of Whisper `model`'s encoder for a batch of log-mel features, from the cache
+        where possible; None when the encoder's output may not be reused (then run the model as usual)."""
+        found = self._encode(model, input_features)
         return None if found is None else self._stack(found[1], input_features.device)
 
-    def encode_for_decoder(self, encoder: nn.Module, decoder: nn.Module, input_features: torch.Tensor
+    def encode_for_decoder(self, model: nn.Module, input_features: torch.Tensor
                            ) -> tuple[torch.Tensor, EncoderDecoderCache | None] | None:
         """`encode`, plus a cache holding each decoder layer's cross-attention keys and values for these
         utterances when those may be reused too (else None in its place: the decoder projects as usual)."""
-        found = self._encode(encoder, input_features)
+        found = self._encode(model, input_features)
         if found is None:
             return None
         keys, outputs = found
@@ -187,7 +203,7 @@ class EncoderCache:
         states = self._stack(outputs, device)
         fingerprint = None
         if self._cross.budget > 0:  # 0: off, the decoder projects as usual
-            fingerprint = cross_attention_fingerprint(decoder, self._stamps.setdefault(id(decoder), {}))
+            fingerprint = cross_attention_fingerprint(model, self._digests)
         if fingerprint is None:
             self.cross_bypassed += len(keys)
             return states, None
@@ -198,7 +214,7 @@ class EncoderCache:
         self.cross_misses += len(missing)
         if missing:
             with torch.no_grad():
-                computed = self._project(decoder, states[missing])
+                computed = self._project(model.model.decoder, states[missing])
             for i, t in zip(missing, computed):
                 kv[i] = t.clone()
                 self._cross.put(cross_keys[i], kv[i])
@@ -220,9 +236,9 @@ class EncoderCache:
             per_layer.append(torch.stack([k, v], dim=1))  # [batch, 2, heads, time, head_dim]
         return torch.stack(per_layer, dim=1)  # [batch, layers, 2, heads, time, head_dim]
 
-    def _encode(self, encoder: nn.Module, input_features: torch.Tensor
+    def _encode(self, model: nn.Module, input_features: torch.Tensor
                 ) -> tuple[list[str], list[torch.Tensor]] | None:
-        fingerprint = self.fingerprint(encoder)
+        fingerprint = self.fingerprint(model)
         if fingerprint is None:
             self.bypassed += input_features.shape[0]
             return None
@@ -233,7 +249,7 @@ class EncoderCache:
         self.misses += len(missing)
         if missing:
             with torch.no_grad():
-                computed = encoder(input_features[missing]).last_hidden_state
+                computed = model.model.encoder(input_features[missing]).last_hidden_state
             for i, out in zip(missing, computed):
                 found[i] = out.detach().clone()  # a slice would keep the whole batch's storage alive
                 self._memory.put(keys[i], found[i])

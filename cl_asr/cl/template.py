@@ -33,7 +33,9 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from .. import distributed
 from ..methods.base import Method, Target
 from .collate import IGNORE, ASRCollator, with_prefix
+from .decode_key import decode_key
 from .encoder_cache import EncoderCache
+from .fingerprint import Digests
 
 
 class _IrrelevantGenerateWarnings(logging.Filter):
@@ -62,6 +64,7 @@ class EvalOutput:
     hyps: list[str]
     seconds: float
     reused: bool  # True when an identical decode (same model state, same set) was already computed
+    shareable: bool  # keyed by the plain model (equal across strategies), not by the strategy's own state
     routes: list[str | None]  # parameter set chosen per utterance (None = plain backbone)
     oracle_route: str | None  # the set the experience identity picks: routing is right where routes equal it
 
@@ -75,18 +78,20 @@ class EvalOutput:
 
 
 class DecodeMemo:
-    """Decodes (ids, references, hypotheses) keyed by everything that determines them; a frozen backbone's
-    outputs are computed once per run however many strategies and rows need them (e.g. base-language sets
-    under prompt methods)."""
+    """Decodes (ids, references, hypotheses) keyed by everything that determines them (cl_asr/cl/decode_key.py);
+    a plain backbone's outputs are computed once per run however many strategies and rows need them (e.g.
+    base-language sets under prompt methods). `enabled=False` computes everything (run_suite.py --no-cache)."""
 
-    def __init__(self):
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
         self._store: dict[tuple, tuple] = {}
 
     def get(self, key: tuple):
-        return self._store.get(key)
+        return self._store.get(key) if self.enabled else None
 
     def put(self, key: tuple, value: tuple) -> None:
-        self._store[key] = value
+        if self.enabled:
+            self._store[key] = value
 
 
 class _Progress(SupervisedPlugin, supports_distributed=True):
@@ -169,6 +174,7 @@ class ASRTemplate(SupervisedTemplate):
         self.precision = precision
         self.loader_workers = loader_workers
         self._decoded_together: dict[tuple, tuple] = {}  # this evaluation pass's sets decoded in shared batches
+        self._digests = Digests()  # tensor digests for decode-memo keys, re-hashed only when a tensor changes
         # Training faults: a step whose loss or gradient is NaN/inf is skipped (nothing is updated) and counted;
         # config.max_nonfinite_in_a_row in a row end the experience's training, recorded in `faults`.
         self.max_nonfinite_in_a_row = method.config.max_nonfinite_in_a_row
@@ -329,7 +335,7 @@ class ASRTemplate(SupervisedTemplate):
         if self.encoder_cache is None:
             return None
         with self.autocast():
-            return self.encoder_cache.encode(self.model.model.encoder, feats)
+            return self.encoder_cache.encode(self.model, feats)
 
     def make_optimizer(self, **kwargs):
         params = self.method.trainable_parameters()
@@ -376,7 +382,7 @@ class ASRTemplate(SupervisedTemplate):
         if self.encoder_cache is None:
             return None
         with self.autocast():
-            found = self.encoder_cache.encode_for_decoder(self.model.model.encoder, self.model.model.decoder, feats)
+            found = self.encoder_cache.encode_for_decoder(self.model, feats)
         if found is None:
             return None
         states, cross = found
@@ -429,8 +435,12 @@ class ASRTemplate(SupervisedTemplate):
 
     # -- evaluation: greedy decoding -------------------------------------------------------------------
     def memo_key(self, target: Target) -> tuple:
+        return self.memo_key_and_shareable(target)[0]
+
+    def memo_key_and_shareable(self, target: Target) -> tuple[tuple, bool]:
+        key, shareable = decode_key(self.method, target, self._digests)
         return (*self.memo_context, target.stream, target.index, target.decode_language, self.max_new_tokens,
-                self.method.state_key(target))
+                key), shareable
 
     def _before_eval(self, **kwargs):
         super()._before_eval(**kwargs)
@@ -502,7 +512,7 @@ class ASRTemplate(SupervisedTemplate):
 
     def eval_epoch(self, **kwargs):
         target = self.target
-        key = self.memo_key(target)
+        key, shareable = self.memo_key_and_shareable(target)
         start = time.perf_counter()
         cached = self.memo.get(key)
         together = self._decoded_together.pop(key, None)
@@ -510,7 +520,7 @@ class ASRTemplate(SupervisedTemplate):
             ids, refs, hyps, routes, oracle, seconds = together
             self.memo.put(key, (ids, refs, hyps, routes, oracle))
             self.eval_outputs[(target.stream, target.index)] = EvalOutput(
-                target, list(ids), list(refs), list(hyps), seconds, False, list(routes), oracle)
+                target, list(ids), list(refs), list(hyps), seconds, False, shareable, list(routes), oracle)
             return
         if cached is None:
             ids, refs, hyps, routes, oracle = [], [], [], [], None
@@ -534,7 +544,7 @@ class ASRTemplate(SupervisedTemplate):
             ids, refs, hyps, routes, oracle = cached
         self.eval_outputs[(target.stream, target.index)] = EvalOutput(
             target, list(ids), list(refs), list(hyps), time.perf_counter() - start, cached is not None,
-            list(routes), oracle,
+            shareable, list(routes), oracle,
         )
 
     @torch.inference_mode()

@@ -66,8 +66,8 @@ class BottleneckAdapters(SetRoutedMethod):
         self.active: nn.ModuleDict | None = None
         self._training_key: str | None = None
         self.sites = adapter_sites(self.model)
-        modules = dict(self.model.named_modules())
-        self._handles = [modules[s].register_forward_hook(self._make_hook(s)) for s in self.sites]
+        # installed while a set is active only: without one the backbone is exactly the pretrained model
+        self._handles: list = []
 
     def _make_hook(self, site: str):
         key = site.replace(".", "_")
@@ -112,13 +112,13 @@ class BottleneckAdapters(SetRoutedMethod):
     @contextmanager
     def activate(self, key: str | None):
         self.active = self.adapter_sets[key] if key is not None else None
+        if self.active is not None:
+            modules = dict(self.model.named_modules())
+            self._handles = [modules[s].register_forward_hook(self._make_hook(s)) for s in self.sites]
         try:
             yield Route()
         finally:
             self.active = None
-
-    def set_parameters(self, key: str):
-        return list(self.adapter_sets[key].parameters())
-
-    def all_set_parameters(self):
-        return list(self.adapter_sets.parameters())
+            for h in self._handles:
+                h.remove()
+            self._handles = []

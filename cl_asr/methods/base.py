@@ -12,15 +12,15 @@
 Optional: `before_experience(target, rows)` / `after_experience` (e.g. create a prompt set, initialised from
 the experience's rows, or freeze it), `route` (which
 prompt set, if any, serves a given train or test set; what decoder prefix tokens it needs),
-`state_key` (what determines decoding of a set, so identical decodes are computed once), `plugins`
-(Avalanche plugins: replay buffers, regularisation penalties) and `info` (facts recorded in run.json).
+`plugins` (Avalanche plugins: replay buffers, regularisation penalties) and `info` (facts recorded in
+run.json). What a decode or an encoder output may be reused for is decided by the suite from the modules and
+the method's state (cl_asr/cl/decode_key.py, cl_asr/cl/fingerprint.py), never declared here.
 
 Methods that keep one parameter set per experience (prompts, LoRA, adapters) derive from `SetRoutedMethod`,
 which chooses the set at evaluation by the experience identity (`oracle`) or by Whisper's language ID (`lid`).
 """
 from __future__ import annotations
 
-import hashlib
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator, Literal, Sequence
@@ -28,6 +28,7 @@ from typing import Callable, ClassVar, Iterator, Literal, Sequence
 import torch
 from torch import nn
 
+from ..core import Route, Target, tensor_digest  # noqa: F401  (re-exported: strategies import them from here)
 from ..registry import Registry
 
 METHODS: Registry[type["Method"]] = Registry("strategy")
@@ -39,17 +40,6 @@ def register_method(name: str):
         return METHODS.register(name)(cls)
 
     return decorator
-
-
-def tensor_digest(tensors, names=None) -> str:
-    """A content hash of tensors (dtype, shape and bytes; with `names`, those too): identical digests mean
-    identical values. Used for decode-memo keys and for the backbone checksum in run.json."""
-    h = hashlib.blake2b(digest_size=16)
-    for i, t in enumerate(tensors):
-        label = names[i] if names is not None else i
-        h.update(f"{label}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 @dataclass
@@ -78,30 +68,6 @@ class MethodConfig:
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
 
 
-@dataclass(frozen=True)
-class Target:
-    """A set the model is trained or evaluated on: a stream name, the experience index in it, its language
-    (the true one) and the language token it is decoded with (a scenario setting, FACTS §3)."""
-
-    stream: str  # "train" | "test" | "preservation"
-    index: int
-    name: str  # e.g. "eo"
-    language: str
-    decode_language: str
-
-    @property
-    def is_experience(self) -> bool:
-        """True for the sets of a learned (or to-be-learned) experience, False for preservation sets."""
-        return self.stream in ("train", "test")
-
-
-@dataclass
-class Route:
-    """How the model must be run for a target: decoder tokens inserted before <|startoftranscript|>."""
-
-    decoder_prefix: list[int] = field(default_factory=list)
-
-
 class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -118,7 +84,6 @@ class Method:
         self.tokenizer = tokenizer
         self.seed = seed
         self.experiences_trained = 0  # how many experiences have finished training
-        self._hash_cache: dict[tuple, str] = {}
         # Set by the runner / template: the scenario's base languages (Whisper codes) and a function that turns
         # dataset rows into log-mel features (methods that look at audio before training need it).
         self.base_languages: tuple[str, ...] = ()
@@ -194,23 +159,11 @@ class Method:
     def set_phase(self, phase: str | None) -> None:
         pass
 
-    def routed_state(self, target: Target) -> list[torch.Tensor] | None:
-        """Tensors that, together with the pretrained backbone, fully determine decoding of `target`;
-        None means 'exactly the pretrained backbone'."""
-        return None if self.experiences_trained == 0 else [p for p in self.model.parameters()]
-
-    # -- shared helpers ------------------------------------------------------------------------------------
-    def state_key(self, target: Target) -> str:
-        """A content hash of what determines decoding of `target` (identical keys decode identically)."""
-        tensors = self.routed_state(target)
-        if tensors is None:
-            return "pretrained"
-        # Hashing FFT's 72M weights takes ~0.3 s and every set of an evaluation pass asks for it: reuse the
-        # hash until a tensor changes (in-place updates, e.g. optimiser steps, bump a tensor's _version).
-        stamp = tuple((id(t), t._version) for t in tensors)
-        if stamp not in self._hash_cache:
-            self._hash_cache = {stamp: tensor_digest(tensors)}  # only the latest state is ever asked for again
-        return self._hash_cache[stamp]
+    def routes_per_row(self, target: Target) -> bool:
+        """True when rows of one set may be decoded under different routes (`route_batch` makes several
+        groups); the decode memo then keys the set by the whole strategy state. Overriding `route_batch`
+        makes this True unless this is overridden too."""
+        return type(self).route_batch is not Method.route_batch
 
     def n_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
@@ -258,19 +211,8 @@ class SetRoutedMethod(Method):
     def _set_exists(self, key: str) -> bool:
         raise NotImplementedError
 
-    def set_parameters(self, key: str) -> list[torch.Tensor]:
-        """Everything that determines decoding with set `key` active."""
-        raise NotImplementedError
-
-    def all_set_parameters(self) -> list[torch.Tensor]:
-        raise NotImplementedError
-
-    def routed_state(self, target: Target):
-        if getattr(self.config, "eval_routing", "oracle") == "lid" and target.stream != "train":
-            # any set may serve any utterance: all of them (and the LID profiles) determine the decode
-            return self.all_set_parameters() + list(self.lid_profiles.values()) or None
-        key = self.oracle_key(target)
-        return None if key is None else self.set_parameters(key)
+    def routes_per_row(self, target: Target) -> bool:
+        return getattr(self.config, "eval_routing", "oracle") == "lid" and target.stream != "train"
 
     # -- oracle routing -----------------------------------------------------------------------------------
     def oracle_key(self, target: Target) -> str | None:

@@ -149,9 +149,3 @@ class LanguageAwarePrompt(SoftPromptMethod):
             yield Route(decoder_prefix=self.injector.decoder_prefix(self.config.prompt_length))
         finally:
             self.injector.active = None
-
-    def set_parameters(self, key: str):
-        return list(self.shared.parameters()) + list(self.languages[key].parameters())
-
-    def all_set_parameters(self):
-        return [] if self.shared is None else list(self.shared.parameters()) + list(self.languages.parameters())

@@ -125,9 +125,3 @@ class LoRA(SetRoutedMethod):
         finally:
             self.lora.enable_adapter_layers()
             restore()
-
-    def set_parameters(self, key: str):
-        return self._adapter_params(key)
-
-    def all_set_parameters(self):
-        return [p for k in self.adapters for p in self._adapter_params(k)]

@@ -12,7 +12,7 @@ peft's PromptTuning does not support Whisper (FACTS §4), so prompts go in throu
   prefix as `prompt_ids`, and with the KV cache later steps never see a placeholder again.
 - `decoder.k` (k >= 1): the hidden states at the placeholder positions are overwritten at the input of
   decoder layer k (deep prompts).
-Base-language sets are decoded with no prompt at all: the hooks are no-ops while nothing is active.
+Base-language sets are decoded with no prompt at all: the hooks are removed while nothing is active.
 
 One engine serves every variant; a registered strategy is a preset of `SoftPromptConfig`:
 sites (encoder_layers / decoder_layers / input_frames), residual reparameterisation (ResPT) and language
@@ -28,6 +28,7 @@ from typing import ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
+from ..core import HiddenStatesPreHook
 from .base import EvalRouting, MethodConfig, Route, SetRoutedMethod, Target, freeze, register_method
 
 PLACEHOLDER_TOKEN = "<|startoflm|>"  # never produced by Whisper's decoding; only marks prompt positions
@@ -69,34 +70,54 @@ def parse_layers(spec: str, n_layers: int, field_name: str) -> list[int]:
 
 
 class PromptInjector:
-    """Installs the hooks for a list of sites; `active` maps a site to its prompt ([L, d] or [B, L, d])."""
+    """The hooks for a list of sites; `active` maps a site to its prompt ([L, d] or [B, L, d]). The hooks are
+    on the model only while a prompt set is active: with none active the backbone is exactly the pretrained
+    model, which is what lets the caches and the decode memo share its work with other strategies (they check
+    the modules, cl_asr/cl/fingerprint.py). Layer hooks replace hidden states only (`HiddenStatesPreHook`)."""
 
     def __init__(self, model: nn.Module, tokenizer, sites: Sequence[str]):
         self.placeholder_id = tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKEN)
         self.prev_id = tokenizer.convert_tokens_to_ids(PREV_TOKEN)
         self.sites = list(sites)
-        self.active: dict[str, torch.Tensor] | None = None
+        self._active: dict[str, torch.Tensor] | None = None
         self._decoder_mask: torch.Tensor | None = None
         whisper = model.model
         enc_layers = sorted(int(s.split(".")[1]) for s in self.sites if s.startswith("encoder."))
         dec_layers = sorted(int(s.split(".")[1]) for s in self.sites if s.startswith("decoder."))
         self.has_decoder = bool(dec_layers)
-        self._handles = []
+        self._hooks: list[tuple[nn.Module, str, object]] = []  # (module, "pre" | "post", hook)
         if "input" in self.sites:
-            self._handles.append(whisper.encoder.register_forward_pre_hook(self._prepend_frames, with_kwargs=True))
+            self._hooks.append((whisper.encoder, "pre", self._prepend_frames))
         for k in enc_layers:
-            hook = self._make_encoder_hook(f"encoder.{k}", prepend=(k == enc_layers[0]))
-            self._handles.append(whisper.encoder.layers[k].register_forward_pre_hook(hook, with_kwargs=True))
+            hook = HiddenStatesPreHook(self._make_encoder_hook(f"encoder.{k}", prepend=(k == enc_layers[0])))
+            self._hooks.append((whisper.encoder.layers[k], "pre", hook))
         if dec_layers:
-            self._handles.append(whisper.decoder.embed_tokens.register_forward_hook(self._embed_hook))
+            self._hooks.append((whisper.decoder.embed_tokens, "post", self._embed_hook))
         for k in dec_layers:
             if k > 0:
-                hook = self._make_decoder_hook(f"decoder.{k}")
-                self._handles.append(whisper.decoder.layers[k].register_forward_pre_hook(hook, with_kwargs=True))
+                self._hooks.append((whisper.decoder.layers[k], "pre",
+                                    HiddenStatesPreHook(self._make_decoder_hook(f"decoder.{k}"))))
+        self._handles: list = []
+
+    @property
+    def active(self) -> dict[str, torch.Tensor] | None:
+        return self._active
+
+    @active.setter
+    def active(self, prompts: dict[str, torch.Tensor] | None) -> None:
+        """Activate prompts (installing the hooks) or, with None, deactivate them (removing the hooks)."""
+        self._active = prompts
+        if prompts is not None and not self._handles:
+            self._handles = [m.register_forward_pre_hook(h, with_kwargs=True) if kind == "pre"
+                             else m.register_forward_hook(h) for m, kind, h in self._hooks]
+        elif prompts is None:
+            self.remove()
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
+        self._handles = []
+        self._decoder_mask = None
 
     def decoder_prefix(self, length: int) -> list[int]:
         if not self.has_decoder or self.active is None:
@@ -123,17 +144,14 @@ class PromptInjector:
         return args, {**kwargs, "input_features": shifted}
 
     def _make_encoder_hook(self, site: str, prepend: bool):
-        def hook(module, args, kwargs):
+        def hook(hidden):
             prompt = self._get(site)
             if prompt is None:
                 return None
-            hidden = args[0]
             p = self._batched(prompt, hidden.shape[0], hidden)
             if prepend:
-                hidden = torch.cat([p, hidden], dim=1)
-            else:
-                hidden = torch.cat([p, hidden[:, p.shape[1]:]], dim=1)
-            return (hidden, *args[1:]), kwargs
+                return torch.cat([p, hidden], dim=1)
+            return torch.cat([p, hidden[:, p.shape[1]:]], dim=1)
 
         return hook
 
@@ -150,11 +168,11 @@ class PromptInjector:
         return None if prompt is None else self._scatter(output, mask, prompt)
 
     def _make_decoder_hook(self, site: str):
-        def hook(module, args, kwargs):
+        def hook(hidden):
             prompt, mask = self._get(site), self._decoder_mask
             if prompt is None or mask is None:
                 return None
-            return (self._scatter(args[0], mask, prompt), *args[1:]), kwargs
+            return self._scatter(hidden, mask, prompt)
 
         return hook
 
@@ -423,12 +441,6 @@ class SoftPromptMethod(SetRoutedMethod):
         finally:
             self.injector.active = None
 
-    def set_parameters(self, key: str):
-        return list(self.prompt_sets[key].parameters())
-
-    def all_set_parameters(self):
-        return list(self.prompt_sets.parameters())
-
 
 # -- the registered variants: presets of SoftPromptConfig -------------------------------------------------
 def _preset(name: str, base: type = SoftPromptConfig, **defaults):
@@ -518,7 +530,3 @@ class FullFineTuningWithPrompts(SoftPromptMethod):
     def stored_parameters_per_experience(self) -> int:
         return sum(p.numel() for p in self.model.parameters()) + super().stored_parameters_per_experience()
 
-    def routed_state(self, target: Target):
-        if self.experiences_trained == 0:
-            return super().routed_state(target)
-        return list(self.model.parameters()) + (super().routed_state(target) or [])

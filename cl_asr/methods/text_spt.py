@@ -129,6 +129,3 @@ class TextSoftPrompt(Method):
     def stored_parameters_per_experience(self) -> int:
         d = self.model.model.config.d_model
         return self.config.prompt_length * d + sum(p.numel() for p in self._decoder_params())
-
-    def routed_state(self, target: Target):
-        return None if self.experiences_trained == 0 else self._decoder_params()
