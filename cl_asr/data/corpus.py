@@ -37,7 +37,7 @@ class CorpusSpec:
     voices: tuple[Voice, ...]  # utterance i is spoken by voices[i % len(voices)]
     silence_seconds: float = 0.3  # before and after the speech: Whisper drops words that start at sample 0
     # Code-switching: per sentence, its (language, text) segments, each spoken by the utterance's voice
-    # variant in that language's espeak-ng voice and joined by `segment_gap_seconds` of silence (FACTS §3).
+    # variant in that language's espeak-ng voice and joined by `segment_gap_seconds` of silence.
     segments: tuple[tuple[tuple[str, str], ...], ...] | None = None
     segment_gap_seconds: float = 0.08
 

@@ -1,4 +1,4 @@
-"""Overlapped multi-talker mixtures made on the fly (LibriMix-style), for target-speaker ASR (seed 003).
+"""Overlapped multi-talker mixtures made on the fly (LibriMix-style), for target-speaker ASR (TS-Whisper).
 
 A mixture is the target utterance plus one or more interfering utterances, each shifted so that it covers a
 chosen share of the target (the overlap ratio), scaled to a signal-to-interference ratio (SIR) against the

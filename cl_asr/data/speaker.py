@@ -1,5 +1,5 @@
 """Speaker embeddings for target-speaker ASR: resemblyzer's pretrained d-vector encoder (256 dimensions),
-shipped inside its PyPI wheel, so nothing is downloaded (FACTS §7)."""
+shipped inside its PyPI wheel, so nothing is downloaded (docs/whisper.md, "Speaker embeddings offline")."""
 from __future__ import annotations
 
 import threading

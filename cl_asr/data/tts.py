@@ -1,8 +1,9 @@
 """Speech synthesis with espeak-ng, from the PyPI package espeakng-loader (no system install needed).
 
 A minimal ctypes binding: espeak_Initialize in synchronous mode, a callback that collects the int16 samples,
-SetVoiceByName / SetParameter / Synth. espeak-ng is not thread-safe (concurrent calls crash the process,
-FACTS §3), so every call goes through one module-level lock. Output is 22,050 Hz; we resample to 16 kHz.
+SetVoiceByName / SetParameter / Synth. espeak-ng is not thread-safe (concurrent calls crash the process
+with a double free; docs/whisper.md, "Synthetic speech: espeak-ng"), so every call goes through one
+module-level lock. Output is 22,050 Hz; we resample to 16 kHz.
 Output is not bit-identical between calls inside one process: callers cache synthesised audio by content.
 """
 from __future__ import annotations

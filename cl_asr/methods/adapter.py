@@ -1,5 +1,5 @@
-"""adapter: bottleneck adapters (Houlsby et al. 2019; seed 002) after the attention and feed-forward blocks of
-every encoder and decoder layer, one adapter set per experience.
+"""adapter: bottleneck adapters (Houlsby et al. 2019; Wav2Seq prompting, arXiv 2310.02971) after the attention
+and feed-forward blocks of every encoder and decoder layer, one adapter set per experience.
 
 An adapter maps a block's output h to h + up(act(down(h))) before the residual connection, with `up` starting at
 zero so an untrained adapter is the identity. AdapterHub's `adapters` package pins transformers 4.57, so this is
@@ -57,7 +57,8 @@ def adapter_sites(model: nn.Module) -> list[str]:
 
 @register_method("adapter")
 class BottleneckAdapters(SetRoutedMethod):
-    description = "bottleneck adapters after attention and feed-forward in every layer (seed 002), frozen backbone"
+    description = ("bottleneck adapters after attention and feed-forward in every layer "
+                   "(Wav2Seq prompting arXiv 2310.02971), frozen backbone")
     config_class = AdapterConfig
 
     def setup(self) -> None:

@@ -1,4 +1,4 @@
-"""lapt: Language-Aware Prompt Tuning (seed 000, arXiv 2506.21577, Section 2.2).
+"""lapt: Language-Aware Prompt Tuning (LAPT, arXiv 2506.21577, Section 2.2).
 
 Entire-SPT sites (encoder layer 0 and decoder input) carry a shared prompt S plus, per language, a lightweight
 low-rank matrix: P(k) = S + U_k V_k with U_k [L, r] and V_k [r, d]. Before a new language is trained, Whisper's
@@ -56,7 +56,7 @@ class LowRank(nn.Module):
 @register_method("lapt")
 class LanguageAwarePrompt(SoftPromptMethod):
     description = "shared Entire prompt + low-rank language matrices, each new language initialised from the " \
-                  "most similar known one by Whisper's language ID (LAPT, seed 000)"
+                  "most similar known one by Whisper's language ID (LAPT arXiv 2506.21577)"
     config_class = LaptConfig
 
     def setup(self) -> None:

@@ -1,6 +1,7 @@
 """The soft-prompt family for Whisper, injected with hooks so that `generate(input_features=...)` keeps working.
 
-peft's PromptTuning does not support Whisper (FACTS §4), so prompts go in through hooks at *sites*:
+peft's PromptTuning does not support Whisper (it requires `input_ids`; docs/whisper.md, "Whisper inside
+transformers 5.x: pitfalls"), so prompts go in through hooks at *sites*:
 - `input`: L*2 learned log-mel frames prepended to the input features (the window's last L*2 frames, padding
   for utterances shorter than the window, drop out); the convolutions turn them into L encoder positions.
 - `encoder.k`: at the input of encoder layer k. At the first encoder site L vectors are prepended to the
@@ -257,12 +258,12 @@ class SoftPromptConfig(MethodConfig):
     encoder_layers: str = field(
         default="none",
         metadata={"help": "encoder layers whose input gets prompts: none, first (Entire SPT), all (deep), "
-                  "last:K (seed 002's last encoder layers) or a list like 0,3,5"})
+                  "last:K (Wav2Seq prompting's last encoder layers) or a list like 0,3,5"})
     decoder_layers: str = field(default="none", metadata={"help": "decoder layers with prompts, same syntax"})
     reparameterization: Literal["none", "shared", "per_site"] = field(
         default="none",
         metadata={"help": "ResPT: produce each prompt through a residual MLP, one MLP shared by all sites or one "
-                  "per site (seed 003: the shared MLP hurt); folded into plain prompts after the experience"})
+                  "per site (TS-Whisper: the shared MLP hurt); folded into plain prompts after the experience"})
     reparam_hidden: int = field(default=128, metadata={"help": "hidden width of the ResPT MLP"})
     language_conditioning: bool = field(
         default=False,
@@ -452,58 +453,61 @@ def _preset(name: str, base: type = SoftPromptConfig, **defaults):
 
 @register_method("spt_input")
 class InputSoftPrompt(SoftPromptMethod):
-    description = "vanilla SPT: learned log-mel frames before the audio at the encoder input (seed 001), frozen backbone"
+    description = ("vanilla SPT: learned log-mel frames before the audio at the encoder input "
+                   "(SPT4ASR arXiv 2506.21576), frozen backbone")
     config_class = _preset("InputPromptConfig", input_frames=True)
 
 
 @register_method("spt_encoder")
 class EncoderSoftPrompt(SoftPromptMethod):
-    description = "soft prompts at the encoder's first layer only (Encoder SPT, seed 000), frozen backbone"
+    description = "soft prompts at the encoder's first layer only (Encoder SPT, LAPT arXiv 2506.21577), frozen backbone"
     config_class = _preset("EncoderPromptConfig", encoder_layers="first")
 
 
 @register_method("spt_decoder")
 class DecoderSoftPrompt(SoftPromptMethod):
-    description = "soft prompts in the decoder only (Decoder SPT, seed 000), frozen backbone"
+    description = "soft prompts in the decoder only (Decoder SPT, LAPT arXiv 2506.21577), frozen backbone"
     config_class = _preset("DecoderPromptConfig", decoder_layers="first")
 
 
 @register_method("spt_entire")
 class EntireSoftPrompt(SoftPromptMethod):
-    description = "soft prompts in encoder and decoder (Entire SPT, seed 000), frozen backbone"
+    description = "soft prompts in encoder and decoder (Entire SPT, LAPT arXiv 2506.21577), frozen backbone"
     config_class = _preset("EntirePromptConfig", encoder_layers="first", decoder_layers="first")
 
 
 @register_method("dpt")
 class DeepPrompt(SoftPromptMethod):
-    description = "deep prompts at the input of every encoder and decoder layer (DPT, seeds 001-003), frozen backbone"
+    description = ("deep prompts at the input of every encoder and decoder layer "
+                   "(DPT; SPT4ASR, Wav2Seq prompting, TS-Whisper), frozen backbone")
     config_class = _preset("DeepPromptConfig", encoder_layers="all", decoder_layers="all")
 
 
 @register_method("respt")
 class ResidualPrompt(SoftPromptMethod):
-    description = "Entire SPT with prompts reparameterised by per-site residual MLPs (ResPT, seeds 001/003)"
+    description = "Entire SPT with prompts reparameterised by per-site residual MLPs (ResPT; SPT4ASR, TS-Whisper)"
     config_class = _preset("ResidualPromptConfig", encoder_layers="first", decoder_layers="first",
                            reparameterization="per_site")
 
 
 @register_method("lpt")
 class LanguagePrompt(SoftPromptMethod):
-    description = "Entire SPT conditioned on the language identity through a language encoder (LPT, seed 001)"
+    description = ("Entire SPT conditioned on the language identity through a language encoder "
+                   "(LPT, SPT4ASR arXiv 2506.21576)")
     config_class = _preset("LanguagePromptConfig", encoder_layers="first", decoder_layers="first",
                            language_conditioning=True)
 
 
 @register_method("spt4asr")
 class SPT4ASR(SoftPromptMethod):
-    description = "deep prompts + residual reparameterisation + language prompts combined (SPT4ASR, seed 001)"
+    description = "deep prompts + residual reparameterisation + language prompts combined (SPT4ASR arXiv 2506.21576)"
     config_class = _preset("SPT4ASRConfig", encoder_layers="all", decoder_layers="all", reparameterization="per_site",
                            language_conditioning=True)
 
 
 @register_method("fft_spt")
 class FullFineTuningWithPrompts(SoftPromptMethod):
-    description = "full fine-tuning plus Entire soft prompts per experience (FFT+SPT, seed 001's whole-model SPT)"
+    description = "full fine-tuning plus Entire soft prompts per experience (FFT+SPT, SPT4ASR arXiv 2506.21576)"
     config_class = dataclass(type("FFTPromptConfig", (_preset("_FFTPromptBase", encoder_layers="first",
                                                                decoder_layers="first"),), {
         "__annotations__": {"backbone_lr": "float"},

@@ -1,8 +1,8 @@
-"""Two-step text-only adaptation with a soft prompt as pseudo audio (seed 004), adapted to Whisper.
+"""Two-step text-only adaptation with a soft prompt as pseudo audio (text-only SPT, arXiv 2412.06967), for Whisper.
 
 A text-only experience has transcripts but no speech. Fine-tuning the decoder on that text with no audio at
 all (the 'empty prompt' baseline: every strategy that can learn from text does exactly that here) trains it
-under a condition it never meets at test time. Seed 004's remedy, in two steps per experience:
+under a condition it never meets at test time. The text-only SPT paper's remedy, in two steps per experience:
 
 1. learn a soft prompt P (L x d) that stands in for the encoder's output — pseudo audio for the domain —
    from the domain text, with the whole model frozen: the decoder cross-attends to P and must predict the text;
@@ -26,7 +26,7 @@ from .prompts import silence_log_mel
 
 @dataclass
 class TextSPTConfig(MethodConfig):
-    prompt_length: int = field(default=30, metadata={"help": "pseudo-audio frames L (seed 004 compares 30 and 50)"})
+    prompt_length: int = field(default=30, metadata={"help": "pseudo-audio frames L (text-only SPT tries 30 and 50)"})
     prompt_epoch_share: float = field(default=0.5, metadata={"help": "share of the epochs spent on step 1 (prompt)"})
     decoder_update: Literal["full", "lora"] = field(
         default="full", metadata={"help": "step 2: fine-tune every decoder weight, or LoRA on its attention"})
@@ -44,8 +44,8 @@ class TextSPTConfig(MethodConfig):
 
 @register_method("text_spt")
 class TextSoftPrompt(Method):
-    description = ("two-step text-only adaptation (seed 004): learn a pseudo-audio soft prompt from domain text, "
-                   "then fine-tune the decoder conditioned on it")
+    description = ("two-step text-only adaptation (text-only SPT arXiv 2412.06967): learn a pseudo-audio "
+                   "soft prompt from domain text, then fine-tune the decoder conditioned on it")
     config_class = TextSPTConfig
 
     def setup(self) -> None:

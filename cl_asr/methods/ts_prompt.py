@@ -1,10 +1,10 @@
-"""Target-speaker prompt tuning (seed 003, TS-Whisper): a frozen Whisper conditioned on who to transcribe.
+"""Target-speaker prompt tuning (TS-Whisper, arXiv 2312.08079): a frozen Whisper conditioned on who to transcribe.
 
 Each row carries the target speaker's embedding (`enrolment`, a d-vector of an enrolment utterance). At every
 prompt site a linear projection of that embedding joins the soft prompts as one more prompt vector
 (concatenated in front of them), so encoder and decoder see [speaker ; P_1..P_L]. Deep prompts
 (`encoder_layers: all`, `decoder_layers: all`) and per-layer residual reparameterisation
-(`reparameterization: per_site`; seed 003 found a shared MLP worse) are the seed's variants, all options of
+(`reparameterization: per_site`; TS-Whisper found a shared MLP worse) are the paper's variants, all options of
 the same soft-prompt engine. The projection starts with zero weights and the prompt's own initial vector as
 its bias, so the untrained speaker vector is simply one more plain prompt vector.
 """
@@ -56,7 +56,7 @@ class SpeakerPromptSet(nn.Module):
 @register_method("ts_prompt")
 class TargetSpeakerPrompt(SoftPromptMethod):
     description = ("target-speaker prompts: the projected enrolment speaker embedding joins soft prompts in "
-                   "encoder and decoder (seed 003), frozen backbone")
+                   "encoder and decoder (TS-Whisper arXiv 2312.08079), frozen backbone")
     config_class = dataclass(type("TSPromptConfig", (_preset("_TSPromptBase", encoder_layers="first",
                                                               decoder_layers="first"),), {
         "__annotations__": {"speaker_dim": "int"},

@@ -4,19 +4,19 @@ Whisper's own normalisers (from transformers): the English one for English (numb
 variants it knows), the basic one elsewhere with diacritics KEPT (an Irish fada or an Esperanto circumflex is
 part of the spelling a model must learn). Chinese is converted to Simplified script with OpenCC before
 scoring (Whisper writes Traditional characters as often as not). Errors are pooled over the corpus: sum of
-edits / sum of reference tokens, never a mean of per-utterance rates (FACTS §8).
+edits / sum of reference tokens, never a mean of per-utterance rates (docs/metrics.md).
 
 Metrics (`score`):
 - wer, cer: word and character error rate.
-- mer: mixed error rate for code-switching (seed 001): tokens are Chinese characters plus the words of any
-  other script, (S + D + I) / N pooled. Not `jiwer.mer`, which is the *match* error rate.
+- mer: mixed error rate for code-switching (SPT4ASR, arXiv 2506.21576): tokens are Chinese characters plus
+  the words of any other script, (S + D + I) / N pooled. Not `jiwer.mer`, which is the *match* error rate.
 - mer_<lang>: the share of `mer` on one language's part of a code-switched set. Every reference token carries
   a language (from the row's `segments` when it has them, else by script: Chinese characters are zh); after
   aligning reference and hypothesis, substitutions and deletions count for the reference token's language,
   insertions for the language of the hypothesis token (by script in a pair with Chinese, else the language
   of the nearest preceding reference token). The parts' edits sum to `mer`'s edits.
-- eer: entity error rate (seed 004): share of reference entities not found intact (as a whole-token
-  sequence, after normalisation) in the hypothesis.
+- eer: entity error rate (text-only SPT, arXiv 2412.06967): share of reference entities not found intact
+  (as a whole-token sequence, after normalisation) in the hypothesis.
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def score(refs: list[str], hyps: list[str], language: str, metrics=("wer", "cer"
 
 
 def pooled(counts: list[ErrorCount]) -> ErrorCount:
-    """One cell's error count from its utterances': sums of edits and of reference tokens (FACTS §8)."""
+    """One cell's error count from its utterances': sums of edits and of reference tokens (never a mean of rates)."""
     return ErrorCount(sum(c.edits for c in counts), sum(c.ref_tokens for c in counts))
 
 

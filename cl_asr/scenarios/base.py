@@ -88,7 +88,7 @@ class Scenario:
 
     @property
     def text_only_experiences(self) -> list[int]:
-        """Training experiences that carry text but no audio (text-only domain adaptation, seed 004)."""
+        """Training experiences that carry text but no audio (text-only domain adaptation, text-only SPT)."""
         return [i for i, e in enumerate(self.benchmark.train_stream) if not _has_audio(e.dataset)]
 
     @property

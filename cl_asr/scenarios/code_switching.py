@@ -1,12 +1,13 @@
-"""Code-switching (seed 001): utterances that switch language inside the sentence, one language pair per
-experience (e.g. Spanish-English, then German-English, then Mandarin-English), with a monolingual
-preservation set for every language involved.
+"""Code-switching (SPT4ASR, arXiv 2506.21576): utterances that switch language inside the sentence, one
+language pair per experience (e.g. Spanish-English, then German-English, then Mandarin-English), with a
+monolingual preservation set for every language involved.
 
 Data: the project's code-switched sentences (cl_asr/data/code_switch_text.py), each segment spoken by the
-same voice variant in its own language's espeak-ng voice and joined with a short gap (FACTS §3); monolingual
-sets from the sentence bank. A pair is decoded with its matrix language's token (the first of the pair), the
-same for every strategy. Metric: mixed error rate (Chinese characters plus words of the other language,
-Chinese converted to Simplified first), with the error on each language's part of the sentence alongside.
+same voice variant in its own language's espeak-ng voice and joined with a short gap (docs/whisper.md,
+"Synthetic speech: espeak-ng"); monolingual sets from the sentence bank. A pair is decoded with its matrix
+language's token (the first of the pair), the same for every strategy. Metric: mixed error rate (Chinese
+characters plus words of the other language, Chinese converted to Simplified first), with the error on each
+language's part of the sentence alongside.
 """
 from __future__ import annotations
 

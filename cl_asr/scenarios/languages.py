@@ -1,10 +1,11 @@
-"""Language expansion (seed 000): teach Whisper languages it never saw, one per experience, while the base
+"""Language expansion (LAPT, arXiv 2506.21577): teach Whisper languages it never saw, one per experience, while the base
 languages it knows are evaluated throughout as preservation sets.
 
 Data: the project's sentence bank spoken by espeak-ng voices (train and test voices disjoint, train and test
 sentences disjoint). An unseen language has no language token of its own: which token it is decoded (and
 trained) with is a scenario setting shared by every strategy; `auto` picks the candidate with the highest
-mean language-ID probability on that language's training audio (FACTS §3).
+mean language-ID probability on that language's training audio (docs/whisper.md, "Unseen languages: no
+token of their own").
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The language token an unseen language is decoded with, chosen by Whisper's own language ID (FACTS §3):
-the candidate with the highest mean probability over the first utterances of its training set. Shared by the
+"""The language token an unseen language is decoded with, chosen by Whisper's own language ID:
+the candidate with the highest mean probability over the first utterances of its training set (docs/whisper.md,
+"Unseen languages: no token of their own"). Shared by the
 scenario builders whose decode language may be `auto`."""
 from __future__ import annotations
 

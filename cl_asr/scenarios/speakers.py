@@ -1,6 +1,6 @@
-"""Target speakers (seed 003): transcribe only the target speaker of overlapped multi-talker speech. The
-target is named by an enrolment utterance of the same voice (a different sentence), turned into a speaker
-embedding (resemblyzer's d-vector) that every row carries in its `enrolment` column.
+"""Target speakers (TS-Whisper, arXiv 2312.08079): transcribe only the target speaker of overlapped
+multi-talker speech. The target is named by an enrolment utterance of the same voice (a different sentence),
+turned into a speaker embedding (resemblyzer's d-vector) that every row carries in its `enrolment` column.
 
 Experiences move across speaker groups and conditions (by default: two-talker mixtures of one voice group,
 then of new voices with background noise, then three talkers). Mixtures are made on the fly

@@ -1,5 +1,5 @@
-"""Text-only domains (seed 004): adapt Whisper to entity-heavy domains from TEXT ALONE, one domain per
-experience (by default music requests, travel/assistant queries, food orders).
+"""Text-only domains (text-only SPT, arXiv 2412.06967): adapt Whisper to entity-heavy domains from TEXT ALONE,
+one domain per experience (by default music requests, travel/assistant queries, food orders).
 
 Training sets have transcripts (and their entities) but no audio column: a strategy that needs audio says so
 and does not run; the others learn with only the decoder seeing anything (the encoder gets no input; see
