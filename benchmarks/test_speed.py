@@ -18,8 +18,9 @@ from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datas
 from avalanche.benchmarks.utils import AvalancheDataset
 
 from cl_asr.cl.collate import ASRCollator, with_prefix
+from cl_asr.cl.decoding import DecodeMemo
 from cl_asr.cl.encoder_cache import EncoderCache
-from cl_asr.cl.template import ASRTemplate, DecodeMemo
+from cl_asr.cl.template import ASRTemplate
 from cl_asr.methods import Target, get_method, method_config
 
 from .conftest import record

@@ -117,23 +117,6 @@ def _list(args) -> int:
     return 0
 
 
-def load_methods_from(paths: list[Path]) -> None:
-    """Import user files so that their @register_method classes join the registry."""
-    import importlib.util
-
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"--methods-from: no such file {path}")
-        spec = importlib.util.spec_from_file_location(f"cl_asr_user_methods.{path.stem}", path)
-        loaded = sys.modules.get(spec.name)
-        if loaded is not None and Path(loaded.__file__).resolve() == path.resolve():
-            continue  # already registered in this process (a Ray worker runs several jobs)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-
-
 def _launch_processes(args, argv: list[str], out: Path) -> int:
     """Start this same command in `--processes` processes with torchrun (one machine; for several, run torchrun
     yourself: README). Every process must write to the same run directory, so --out is fixed here."""
@@ -235,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv or ["run"])
     from .config import ConfigError
     from .registry import UnknownNameError
+
+    from .methods import load_methods_from
 
     try:
         load_methods_from(getattr(args, "methods_from", []))

@@ -21,8 +21,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .results import read_jsonl, write_json_atomic, write_jsonl_atomic
-from .runner import RunRequest, _check_writable, _log, run_benchmark
+from .log import log
+from .results import read_jsonl
+from .run_dir import RunDirectory, StrategyRun, check_writable
+from .runner import RunRequest, run_benchmark
 
 EXECUTORS = ("local", "ray")
 
@@ -56,7 +58,7 @@ def run_grid(req: RunRequest, executor: str = "local", ray_options: RayOptions |
 def _run_job(req: RunRequest, methods_from: list[str]) -> dict:
     """A Ray task: the run of one strategy and seed in its own directory. Each attempt is logged in
     attempts.jsonl there, so the driver can say how often a job was retried."""
-    from .cli import load_methods_from
+    from .methods import load_methods_from
 
     load_methods_from([Path(p) for p in methods_from])  # user strategies register in this worker too
     out = Path(req.out_dir)
@@ -129,7 +131,7 @@ def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
     configs = {n: asdict(method_config(n, req.profile, profile.prompt_length)) for n in req.strategies}
     if not req.seeds or len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
-    _check_writable(out)
+    check_writable(out)
     _check_compatible(out, req)
     grid = [(name, seed) for seed in req.seeds for name in req.strategies]  # the local executor's order
     jobs_dir = out / "jobs"
@@ -149,8 +151,8 @@ def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
             job_req, [str(p) for p in options.methods_from])
         pending[ref] = (name, seed)
     if skipped:
-        _log(f"already complete, skipped: {', '.join(skipped)}")
-    _log(f"{len(pending)} job(s) handed to Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, "
+        log(f"already complete, skipped: {', '.join(skipped)}")
+    log(f"{len(pending)} job(s) handed to Ray ({ray.cluster_resources().get('CPU', 0):g} CPUs, "
          f"{ray.cluster_resources().get('GPU', 0):g} GPUs in the cluster; per job {options.job_cpus:g} CPU, "
          f"{options.job_gpus:g} GPU, up to {options.retries} retries)")
     failures: dict[tuple[str, int], str] = {}
@@ -162,24 +164,24 @@ def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
             info = ray.get(ready[0])
             done += 1
             attempts = _attempts(jobs_dir / job_name(name, seed))
-            _log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} done in {info['seconds']:.0f} s"
+            log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} done in {info['seconds']:.0f} s"
                  f"{f' (attempt {attempts})' if attempts > 1 else ''}; {len(pending)} to go, "
                  f"{len(failures)} failed")
         except Exception as exc:  # noqa: BLE001 - a failed job is reported and recorded, the others go on
             cause = getattr(exc, "cause", None) or exc
             failures[(name, seed)] = f"{type(cause).__name__}: {cause}"
-            _log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} FAILED after "
+            log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} FAILED after "
                  f"{_attempts(jobs_dir / job_name(name, seed))} attempt(s): {failures[(name, seed)]}")
     meta = gather(out, req, grid, failures, options, time.perf_counter() - t_start)
     if req.report and any(s for s in meta["strategy_runs"] if not s.get("failure")):
         from .report import write_report
 
-        _log(f"report: {write_report(out)}")
+        log(f"report: {write_report(out)}")
     if failures:
         raise JobsFailed(f"{len(failures)} of {total} job(s) failed: "
                          + "; ".join(f"{job_name(*k)}: {v}" for k, v in failures.items())
                          + f". The others are in {out}; re-run the same command to retry the failed ones.")
-    _log(f"done in {time.perf_counter() - t_start:.0f} s; results in {out}")
+    log(f"done in {time.perf_counter() - t_start:.0f} s; results in {out}")
     return out
 
 
@@ -202,7 +204,7 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
         preds += read_jsonl(job_dir / "predictions.jsonl") if (job_dir / "predictions.jsonl").is_file() else []
         runs += [s for s in meta["strategy_runs"] if s["strategy"] == name and s["seed"] == seed]
     for (name, seed), reason in failures.items():
-        runs.append({"strategy": name, "seed": seed, "failure": {"kind": "job failed", "reason": reason}})
+        runs.append(StrategyRun(name, seed, failure={"kind": "job failed", "reason": reason}).to_json())
     if not metas:
         merged = {"config": {}}
     else:
@@ -230,9 +232,7 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
                      "retries": options.retries,
                      "attempts": {job_name(*g): _attempts(out / "jobs" / job_name(*g)) for g in grid}},
     })
-    write_jsonl_atomic(out / "results.jsonl", rows)
-    write_jsonl_atomic(out / "predictions.jsonl", preds)
-    write_json_atomic(out / "run.json", merged)
+    RunDirectory(out).write_whole(rows, preds, merged)
     return merged
 
 

@@ -1,12 +1,13 @@
 """Run a scenario with a list of strategies: the whole experiment, top to bottom.
 
-For each strategy: a fresh copy of the backbone, evaluation of every test and preservation set before
-training (row -1), then for every experience `train(experience)` and evaluation of every set again.
-After each evaluation pass the strategy is checkpointed (checkpoints/<strategy>_seed<N>.pt: the method whole,
-random-number states, the pass's rows), then the pass is appended to results.jsonl / predictions.jsonl, and
-run.json is rewritten after every strategy. Re-running the same command on the run directory skips what is
-complete and resumes an interrupted strategy from its last finished pass, so a crash at any point loses at
-most the pass in progress and the results equal an uninterrupted run's.
+`run_benchmark` prepares what every strategy shares (`prepare`: names, backbone, scenario, the run directory,
+the caches), then runs each (strategy, seed) with `run_strategy`: a fresh copy of the backbone, evaluation of
+every test and preservation set before training (row -1), then for every experience `train(experience)` and
+evaluation of every set again (`one_pass`). After each pass the strategy is checkpointed
+(cl_asr/checkpoints.py), then the pass's rows are appended to the run directory (cl_asr/run_dir.py), and
+run.json records the strategy's outcome when it is done. Re-running the same command on the run directory
+skips what is complete and resumes an interrupted strategy from its last finished pass, so a crash at any
+point loses at most the pass in progress and the results equal an uninterrupted run's.
 """
 from __future__ import annotations
 
@@ -14,12 +15,9 @@ import copy
 import ctypes
 import dataclasses
 import gc
-import json
-import os
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +26,18 @@ import torch
 from . import distributed
 from .backbones import cache_dir, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
+from .checkpoints import load_checkpoint, pristine_names, save_checkpoint, set_rng_state
 from .cl.collate import ASRCollator
 from .cl.encoder_cache import EncoderCache
 from .cl.resources import PeakMemory
-from .cl.template import ASRTemplate, DecodeMemo
+from .cl.decoding import DecodeMemo
+from .cl.template import ASRTemplate
+from .core import tensor_digest
 from .env_info import device_info, git_commit, package_versions
+from .log import log
 from .methods import get_method, method_config
-from .methods.base import tensor_digest
 from .metrics.text import pooled, score_utterances
-from .results import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
+from .run_dir import RunDirectory, StrategyRun, check_writable
 from .scenarios import load_scenario_builder, scenario_path
 
 
@@ -73,34 +74,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _log(msg: str) -> None:
-    if not distributed.is_main():  # several processes run the job: the main one speaks for them
-        return
-    print(f"[cl_asr {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def weights_checksum(model: torch.nn.Module) -> str:
     """A hash of every weight (name, dtype, shape, values) of the backbone the run starts from."""
     named = sorted(model.state_dict().items())
     return tensor_digest([t for _, t in named], [n for n, _ in named])
 
 
-def _check_writable(out: Path) -> None:
-    """Fail in a second, not after the scenario is built; a directory made only for the probe is removed
-    again, so a run that fails before writing anything leaves nothing behind."""
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-        if created:
-            out.rmdir()
-    except OSError as exc:
-        raise OSError(f"cannot write to the output directory {out}: {exc.strerror or exc}") from exc
 
-
-def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_through: int):
+def evaluate_pass(strategy: ASRTemplate, scenario, name: str, seed: int, trained_through: int):
     """Decode every test and preservation set; return (result rows, prediction rows, seconds)."""
     routing = getattr(strategy.method.config, "eval_routing", None)
     strategy.eval_outputs = {}
@@ -133,138 +114,6 @@ def _evaluate(strategy: ASRTemplate, scenario, name: str, seed: int, trained_thr
     return rows, preds, seconds
 
 
-def _completed(rows: list[dict], expected: dict[str, int]) -> set:
-    """(strategy, seed) pairs whose result rows are all there; `expected` rows per strategy."""
-    counts: dict[tuple, int] = {}
-    for r in rows:
-        counts[(r["strategy"], r["seed"])] = counts.get((r["strategy"], r["seed"]), 0) + 1
-    return {k for k, n in counts.items() if n == expected.get(k[0])}
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and distributed.current() is not None:
-        # one GPU per process: reading every GPU's state would open a CUDA context (memory) on each of them
-        state["cuda_device"] = torch.cuda.get_rng_state()
-    elif torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if not torch.cuda.is_available():
-        return
-    if distributed.current() is not None:  # this process's GPU only (see _rng_state)
-        mine = state.get("cuda_device")
-        if mine is None and state.get("cuda"):
-            mine = state["cuda"][min(torch.cuda.current_device(), len(state["cuda"]) - 1)]
-        if mine is not None:
-            torch.cuda.set_rng_state(mine)
-    elif "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    elif "cuda_device" in state:
-        torch.cuda.set_rng_state(state["cuda_device"])
-
-
-def pristine_names(method, pristine: torch.nn.Module) -> dict[int, str]:
-    """Which of the method's parameters started as which backbone parameter (by object identity; the method's
-    model is a deep copy of `pristine`, and wrapping it, e.g. with peft, keeps the parameter objects)."""
-    return {id(mine): name for (name, _), mine in zip(pristine.named_parameters(), method.model.parameters())}
-
-
-def save_checkpoint(path: Path, method, done_steps: list[int], rows: list[dict], preds: list[dict], book: dict,
-                    pristine: torch.nn.Module, pristine_of: dict[int, str]) -> int:
-    """After an evaluation pass, before its rows are appended: everything needed to go on from here in another
-    process (the method with its model, parameter sets, hooks and plugins, pickled whole with dill as
-    Avalanche's checkpointing does; the random-number states; the pass's rows; the cost bookkeeping).
-
-    Backbone parameters still equal to the pretrained ones are not written, only their names: a frozen-backbone
-    method's checkpoint holds what it trained (prompts, LoRA, adapters), FFT's the whole model. Returns the
-    checkpoint's size in bytes."""
-    import dill
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # not state: the template's feature function (the collator) and the backbone's tokenizer
-    features_of = method.__dict__.pop("features_of", None)
-    tokenizer = method.__dict__.pop("tokenizer")
-    reference = dict(pristine.named_parameters())
-    unchanged: dict[str, str] = {}  # the method's name of a parameter -> the backbone's
-    held: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with torch.no_grad():
-            for qname, p in method.model.named_parameters():
-                source = pristine_of.get(id(p))
-                if source is not None and torch.equal(p, reference[source]):
-                    unchanged[qname] = source
-                    held.append((p, p.data))
-                    p.data = torch.empty(0, dtype=p.dtype, device=p.device)  # written as a name, not its values
-        torch.save({"method": method, "unchanged_backbone": unchanged, "done_steps": done_steps, "rows": rows,
-                    "preds": preds, "book": book, "rng": _rng_state()}, tmp, pickle_module=dill)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        size = tmp.stat().st_size
-        os.replace(tmp, path)  # a crash while saving leaves the previous checkpoint whole
-        return size
-    finally:
-        for p, data in held:
-            p.data = data
-        method.tokenizer = tokenizer
-        if features_of is not None:
-            method.features_of = features_of
-        if tmp.exists():
-            tmp.unlink()
-
-
-def load_checkpoint(path: Path, device: torch.device, pristine: torch.nn.Module, tokenizer) -> tuple[dict, dict[int, str]]:
-    """The checkpoint with what it left out filled in (backbone parameters from `pristine`, the tokenizer), and
-    the method-parameter -> backbone-name map for the next save."""
-    import dill
-
-    ckpt = torch.load(path, pickle_module=dill, map_location=device, weights_only=False)
-    ckpt["method"].tokenizer = tokenizer
-    reference = dict(pristine.named_parameters())
-    model = ckpt["method"].model
-    pristine_of = {}
-    with torch.no_grad():
-        for qname, source in ckpt.pop("unchanged_backbone", {}).items():
-            p = model.get_parameter(qname)
-            p.data = reference[source].detach().clone()
-            pristine_of[id(p)] = source
-    return ckpt, pristine_of
-
-
-def _resume_rows(results_path: Path, preds_path: Path, name: str, seed: int, ckpt: dict | None,
-                 rows_per_pass: int, passes: int, write: bool = True) -> dict | None:
-    """Make the results files hold exactly the passes a strategy finished before its checkpoint, plus the
-    checkpoint's own pass (appended if a crash came before its rows were); drop anything else of it. Returns
-    the checkpoint, or None (start over) when there is none or the files do not match it."""
-    rows = read_jsonl(results_path) if results_path.is_file() else []
-    preds = read_jsonl(preds_path) if preds_path.is_file() else []
-    mine = lambda r: r["strategy"] == name and r["seed"] == seed  # noqa: E731
-    kept_rows = [r for r in rows if not mine(r)]
-    kept_preds = [p for p in preds if not mine(p)]
-    if ckpt is not None:
-        before = set(ckpt["done_steps"][:-1])
-        old_rows = [r for r in rows if mine(r) and r["trained_through"] in before]
-        old_preds = [p for p in preds if mine(p) and p["trained_through"] in before]
-        if len(old_rows) == rows_per_pass * len(before) and len(old_preds) == passes * len(before):
-            kept_rows += old_rows + ckpt["rows"]
-            kept_preds += old_preds + ckpt["preds"]
-        else:
-            _log(f"{name} (seed {seed}): the results files do not match its checkpoint; starting it over")
-            ckpt = None
-    distributed.barrier()  # every process decided from the same files before the main one rewrites them
-    if write and kept_rows != rows:
-        write_jsonl_atomic(results_path, kept_rows)
-    if write and kept_preds != preds:
-        write_jsonl_atomic(preds_path, kept_preds)
-    return ckpt
-
-
 def resolve_precision(setting: str, device: torch.device) -> str:
     """auto: bf16 on a GPU with bf16 support, fp32 elsewhere (this project's 2-core CPU has no bf16 units:
     bf16 autocast made the encoder 2.3x slower there, reports/speed)."""
@@ -279,10 +128,61 @@ def evaluation_steps(method_cls, n_exp: int) -> list[int]:
     return [-1, n_exp - 1] if method_cls.joint else list(range(-1, n_exp))
 
 
+@dataclass
+class Run:
+    """What every strategy of a run shares, resolved once by `prepare`."""
+
+    req: RunRequest
+    classes: dict  # strategy name -> class
+    configs: dict  # strategy name -> config
+    profile: object
+    device: torch.device
+    precision: str
+    processes: object  # distributed.Processes, or None: this process does all the work
+    pristine: torch.nn.Module  # the backbone every strategy starts from (a deep copy each)
+    tokenizer: object
+    scenario: object
+    collator: ASRCollator
+    steps: dict  # strategy name -> the error-matrix rows it fills (evaluation_steps)
+    rows_per_pass: int
+    base_languages: tuple
+    run_dir: RunDirectory
+    memo: DecodeMemo
+    memo_context: tuple
+    encoder_cache: EncoderCache | None
+    build_seconds: float
+
+    @property
+    def main(self) -> bool:
+        return self.run_dir.writer
+
+
 def run_benchmark(req: RunRequest) -> Path:
     t_start = time.perf_counter()
-    out = Path(req.out_dir)
-    # Resolve every name before any expensive work, so typos fail in a second.
+    run = prepare(req)
+    for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
+        for name in req.strategies:
+            run_strategy(run, name, seed)
+    if not run.main:
+        return run.run_dir.path
+    cache = run.encoder_cache
+    run.run_dir.finish(
+        timings={"scenario_build_seconds": round(run.build_seconds, 2),
+                 "total_seconds_this_invocation": round(time.perf_counter() - t_start, 2)},
+        speed={"precision": run.precision, "processes": run.processes.world if run.processes else 1,
+               "decode_memo": "on" if req.caches else "off",
+               "encoder_cache": cache.stats() if cache is not None else "off"})
+    if req.report:
+        from .report import write_report
+
+        log(f"report: {write_report(run.run_dir.path)}")
+    log(f"done in {time.perf_counter() - t_start:.0f} s; results in {run.run_dir.path}")
+    return run.run_dir.path
+
+
+def prepare(req: RunRequest) -> Run:
+    """Resolve every name (in a second, before any expensive work), load the backbone, build the scenario,
+    open and check the run directory, and set up the decode memo and the encoder cache."""
     classes = {name: get_method(name) for name in req.strategies}
     builder = load_scenario_builder(req.scenario)
     profile = builder.profile(req.profile)
@@ -291,14 +191,12 @@ def run_benchmark(req: RunRequest) -> Path:
     # Several processes (run_suite.py run --processes N, started by torchrun): all run this function alike,
     # each on its own GPU, sharing the work of every step; only the main one writes (cl_asr.distributed).
     processes = distributed.init_from_environment(req.device)
-    main = distributed.is_main()
-    progress = req.progress and main
-    if main:
-        _check_writable(out)
-
+    run_dir = RunDirectory(req.out_dir, writer=distributed.is_main())
+    if run_dir.writer:
+        check_writable(run_dir.path)
     device = processes.device() if processes else torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_precision(profile.precision, device)
-    _log(f"loading backbone {backbone_spec} on {device}")
+    log(f"loading backbone {backbone_spec} on {device}")
     if not req.seeds or len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
     # Seed 0 for a random backbone whatever the run's seeds: the backbone stands for a pretrained model that
@@ -309,226 +207,148 @@ def run_benchmark(req: RunRequest) -> Path:
     feature_extractor = window_feature_extractor(backbone.feature_extractor, profile.encoder_window_seconds)
     pristine = backbone.model.to(device).eval()
 
-    _log(f"building scenario {builder.config.name} ({req.profile} profile)")
+    log(f"building scenario {builder.config.name} ({req.profile} profile)")
     t0 = time.perf_counter()
     with distributed.main_first():
-        scenario = builder.build(profile, backbone, feature_extractor, progress=progress)
+        scenario = builder.build(profile, backbone, feature_extractor, progress=req.progress and run_dir.writer)
     build_seconds = time.perf_counter() - t0
-    _log(f"decode languages: {scenario.settings.get('decode_language')}")
-    collator = ASRCollator(backbone.tokenizer, feature_extractor, scenario.decode_languages)
-
+    log(f"decode languages: {scenario.settings.get('decode_language')}")
     n_exp = len(scenario.benchmark.train_stream)
     rows_per_pass = sum(len(scenario.metrics_for(*key)) for key in scenario.evaluation_sets())
     steps = {name: evaluation_steps(classes[name], n_exp) for name in req.strategies}
-    expected_rows = {name: len(steps[name]) * rows_per_pass for name in req.strategies}
-    base_languages = tuple(t.decode_language for (s, _), t in sorted(scenario.targets.items()) if s == "preservation")
-
     config = {
-        "scenario": builder.config.name,
-        "scenario_file": str(scenario_path(req.scenario)),
-        "scenario_config": dataclasses.asdict(builder.config),
-        "profile": req.profile,
-        "profile_config": dataclasses.asdict(profile),
-        "backbone": backbone_spec,
-        "seeds": req.seeds,
+        "scenario": builder.config.name, "scenario_file": str(scenario_path(req.scenario)),
+        "scenario_config": dataclasses.asdict(builder.config), "profile": req.profile,
+        "profile_config": dataclasses.asdict(profile), "backbone": backbone_spec, "seeds": req.seeds,
         "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
     }
-    results_path, preds_path, meta_path = out / "results.jsonl", out / "predictions.jsonl", out / "run.json"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
     # What determined the results: the same run directory must keep seeing the same weights and data.
     checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
-    meta = {"strategy_runs": []}
-    for path in (results_path, preds_path):  # a crash mid-append leaves at most a half-written last line
-        dropped = repair_jsonl(path) if main else 0
-        if dropped:
-            _log(f"repaired {path.name}: dropped a half-written last line ({dropped} bytes) left by an interrupted run")
-    distributed.barrier()  # the others read the files once the main process has mended them
-    existing = read_jsonl(results_path) if results_path.is_file() else []
-    rows_complete = _completed(existing, expected_rows)
-    started = {(r["strategy"], r["seed"]) for r in existing}  # strategies with rows to keep or mend
-    # Every check before anything in the directory changes.
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        old = meta.get("config", {})
-        for key in ("scenario", "profile", "backbone"):
-            if old.get(key) != config[key]:
-                raise ValueError(
-                    f"{out} already holds a run with {key}={old.get(key)!r}, not {config[key]!r}: "
-                    "use another --out directory"
-                )
-        old_sums = meta.get("checksums")
-        if old_sums and old_sums != checksums:
-            changed = (["backbone weights"] if old_sums.get("backbone") != checksums["backbone"] else []) + [
-                k for k in sorted(set(old_sums.get("data", {})) | set(checksums["data"]))
-                if old_sums.get("data", {}).get(k) != checksums["data"].get(k)]
-            raise ValueError(f"{out} was run on other data or weights than this command now has (changed: "
-                             f"{', '.join(changed)}): resuming would mix results; use another --out directory")
-        for done in meta.get("strategy_runs", []):  # skipping a finished strategy is only right if nothing changed
-            name = done["strategy"]
-            if name in configs and not done.get("failure") and done["config"] != dataclasses.asdict(configs[name]):
-                raise ValueError(
-                    f"{out} holds {name} (seed {done['seed']}) run with config {done['config']}, which differs "
-                    f"from the current {dataclasses.asdict(configs[name])}: use another --out directory"
-                )
-    meta["checksums"] = checksums
-    meta.setdefault("strategy_runs", [])
-    # complete: every row written and the costs recorded; anything else of a strategy resumes from its checkpoint
-    complete = rows_complete & {(s["strategy"], s["seed"]) for s in meta["strategy_runs"] if not s.get("failure")}
-    config["strategies"] = {**meta.get("config", {}).get("strategies", {}), **config["strategies"]}
-    old_seeds = meta.get("config", {}).get("seeds", [meta.get("config", {}).get("seed", 0)] if meta.get("config") else [])
-    config["seeds"] = sorted(set(old_seeds) | set(req.seeds))  # a run directory may gather seeds over calls
-    meta.update({
-        "config": config,
-        "status": "running",
-        "started": meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git": git_commit(),
-        "packages": package_versions(),
-        "device": device_info(device),
-        "scenario_settings": scenario.settings,
-        "experiences": scenario.experience_names,
-        "preservation": scenario.preservation_names,
-        "metric": scenario.metric,
-        "command": req.command,
-    })
-    distributed.barrier()  # every process has read the directory as it was: from here only the main one writes
-    if main:
-        write_json_atomic(meta_path, meta)
-
-    memo = DecodeMemo(enabled=req.caches)
-    memo_context = (backbone_spec, profile.encoder_window_seconds, precision)
+    run_dir.open(config, checksums, {n: dataclasses.asdict(c) for n, c in configs.items()},
+                 {name: len(steps[name]) * rows_per_pass for name in req.strategies},
+                 {"git": git_commit(), "packages": package_versions(), "device": device_info(device),
+                  "scenario_settings": scenario.settings, "experiences": scenario.experience_names,
+                  "preservation": scenario.preservation_names, "metric": scenario.metric, "command": req.command})
     encoder_cache = EncoderCache(profile.encoder_cache_mb, cache_dir() / "encoder_outputs",
                                  profile.encoder_cache_disk_mb, profile.cross_attention_cache_mb
                                  ) if profile.encoder_cache_mb > 0 and req.caches else None
-    n_sets = len(scenario.evaluation_sets())
-    for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
-        for name in req.strategies:
-            ckpt_path = out / "checkpoints" / f"{name}_seed{seed}.pt"
-            if (name, seed) in complete:
-                _log(f"{name} (seed {seed}): already complete, skipped")
-                if main:
-                    ckpt_path.unlink(missing_ok=True)  # a crash after the costs were recorded can leave one
-                continue
-            release_memory(device)
-            seed_everything(seed)
-            ckpt, pristine_of = load_checkpoint(ckpt_path, device, pristine, backbone.tokenizer) if ckpt_path.is_file() else (None, {})
-            if ckpt is not None and ckpt["book"]["config"] != dataclasses.asdict(configs[name]):
-                raise ValueError(f"{out}: the checkpoint of {name} (seed {seed}) was made with config "
-                                 f"{ckpt['book']['config']}, not the current {dataclasses.asdict(configs[name])}: "
-                                 "use another --out directory")
-            if ckpt is not None or (name, seed) in started:
-                ckpt = _resume_rows(results_path, preds_path, name, seed, ckpt, rows_per_pass, n_sets, write=main)
-            if ckpt is None:
-                _log(f"strategy {name} (seed {seed})")
-                method = classes[name](configs[name], copy.deepcopy(pristine), backbone.tokenizer, seed=seed)
-                pristine_of = pristine_names(method, pristine)
-                method.base_languages = base_languages
-                method.setup()
-                book = {"config": dataclasses.asdict(configs[name]), "train_seconds": [], "eval_seconds": 0.0,
-                        "trainable": 0, "decodes": {"computed": 0, "reused": 0, "not_shareable": 0}, "peak_memory_mb": 0.0,
-                        "faults": [], "stored_bytes": 0}
-                done_steps = []
-            else:  # go on from the last finished evaluation pass, in the state it left
-                method, book, done_steps = ckpt["method"], ckpt["book"], list(ckpt["done_steps"])
-                _set_rng_state(ckpt["rng"])
-                last = done_steps[-1]
-                _log(f"strategy {name} (seed {seed}): resumed from its checkpoint after "
-                     f"{'the evaluation before training' if last < 0 else scenario.experience_names[last]}")
-            del ckpt
-            problem = method.problem_with(scenario) if method.trains else None
-            if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
-                _log(f"{name} cannot run on {scenario.name}: {problem}")
-                meta["strategy_runs"] = [s for s in meta["strategy_runs"] if (s["strategy"], s["seed"]) != (name, seed)]
-                meta["strategy_runs"].append({
-                    "strategy": name, "seed": seed, "description": classes[name].description,
-                    "config": dataclasses.asdict(configs[name]),
-                    "failure": {"kind": "cannot run", "reason": problem},
-                })
-                if main:
-                    write_json_atomic(meta_path, meta)
-                del method
-                continue
-            strategy = ASRTemplate(
-                method=method, collator=collator, target_of=scenario.target_of,
-                train_mb_size=profile.batch_size, train_epochs=profile.epochs, eval_mb_size=profile.eval_batch_size,
-                max_new_tokens=profile.max_new_tokens, device=device, memo=memo, memo_context=memo_context,
-                seed=seed, progress=progress, encoder_cache=encoder_cache, precision=precision,
-                loader_workers=profile.loader_workers,
-            )
-            strategy.faults = book["faults"]
-            with PeakMemory(device) as mem:
-                for step in steps[name][len(done_steps):]:
-                    if step >= 0 and method.trains:
-                        n_faults = len(strategy.faults)
-                        t0 = time.perf_counter()
-                        strategy.train(scenario.joint_train_experience() if method.joint
-                                       else scenario.benchmark.train_stream[step])
-                        book["train_seconds"].append(time.perf_counter() - t0)
-                        for fault in strategy.faults[n_faults:]:
-                            _log(f"  {name}: training fault on {fault['experience']}: {fault['reason']}")
-                        book["trainable"] = max(book["trainable"], strategy.last_trainable)
-                    rows, preds, secs = _evaluate(strategy, scenario, name, seed, step)
-                    book["eval_seconds"] += secs
-                    for o in strategy.eval_outputs.values():
-                        book["decodes"]["reused" if o.reused else "computed"] += 1
-                        # keyed by the strategy's own state: nothing proved it equal to another strategy's decode
-                        book["decodes"]["not_shareable"] = book["decodes"].get("not_shareable", 0) + (not o.shareable)
-                    book["peak_memory_mb"] = max(book["peak_memory_mb"], mem.peak_mb)
-                    done_steps.append(step)
-                    # every process's peak so far: the job's is the largest
-                    book["peak_memory_mb"] = max(distributed.gather_objects(book["peak_memory_mb"]))
-                    if main:  # checkpoint first, then the rows: a crash in between is mended from the checkpoint
-                        book["stored_bytes"] = max(book.get("stored_bytes", 0), save_checkpoint(
-                            ckpt_path, method, done_steps, rows, preds, book, pristine, pristine_of))
-                        append_jsonl(results_path, rows)
-                        append_jsonl(preds_path, preds)
-                    summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == scenario.metric)
-                    after = "all experiences at once" if method.joint else scenario.experience_names[step]
-                    _log(f"  {name} after {'no training' if step < 0 else after}: "
-                         f"{scenario.metric} {summary}")
-            meta["strategy_runs"] = [s for s in meta["strategy_runs"] if (s["strategy"], s["seed"]) != (name, seed)]
-            meta["strategy_runs"].append({
-                "strategy": name,
-                "seed": seed,
-                "description": classes[name].description,
-                "config": dataclasses.asdict(configs[name]),
-                "trainable_params": book["trainable"],
-                "stored_params_per_experience": method.stored_parameters_per_experience(),
-                # the largest checkpoint written after an experience: what the method needs stored to go on
-                "stored_bytes": book.get("stored_bytes", 0),
-                "backbone_params": sum(p.numel() for p in pristine.parameters()),
-                "train_seconds": round(sum(book["train_seconds"]), 2),
-                "train_seconds_per_experience": [round(s, 2) for s in book["train_seconds"]],
-                "eval_seconds": round(book["eval_seconds"], 2),
-                "peak_memory_mb": round(max(book["peak_memory_mb"], *distributed.gather_objects(mem.peak_mb)), 1),
-                **({"processes": processes.world} if processes else {}),
-                "decodes": book["decodes"],
-                "eval_routing": getattr(configs[name], "eval_routing", None),
-                "joint": classes[name].joint,
-                "info": method.info(),
-                "training_faults": strategy.faults,  # steps skipped for NaN/inf losses, experiences ended early
-            })
-            if main:
-                write_json_atomic(meta_path, meta)
-                ckpt_path.unlink(missing_ok=True)  # the strategy is complete: its rows and costs are all written
-            del strategy, method
+    return Run(
+        req=req, classes=classes, configs=configs, profile=profile, device=device, precision=precision,
+        processes=processes, pristine=pristine, tokenizer=backbone.tokenizer, scenario=scenario,
+        collator=ASRCollator(backbone.tokenizer, feature_extractor, scenario.decode_languages), steps=steps,
+        rows_per_pass=rows_per_pass,
+        base_languages=tuple(t.decode_language for (s, _), t in sorted(scenario.targets.items()) if s == "preservation"),
+        run_dir=run_dir, memo=DecodeMemo(enabled=req.caches),
+        memo_context=(backbone_spec, profile.encoder_window_seconds, precision), encoder_cache=encoder_cache,
+        build_seconds=build_seconds)
 
-    if not main:
-        return out
-    if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
-        (out / "checkpoints").rmdir()
-    meta["status"] = "complete"
-    meta["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    meta["timings"] = {"scenario_build_seconds": round(build_seconds, 2),
-                       "total_seconds_this_invocation": round(time.perf_counter() - t_start, 2)}
-    meta["speed"] = {"precision": precision, "processes": processes.world if processes else 1,
-                     "decode_memo": "on" if req.caches else "off",
-                     "encoder_cache": encoder_cache.stats() if encoder_cache is not None else "off"}
-    write_json_atomic(meta_path, meta)
-    if req.report:
-        from .report import write_report
 
-        report = write_report(out)
-        _log(f"report: {report}")
-    _log(f"done in {time.perf_counter() - t_start:.0f} s; results in {out}")
-    return out
+def run_strategy(run: Run, name: str, seed: int) -> None:
+    """One (strategy, seed): skipped if complete, resumed from its checkpoint, or started; every pass it has
+    left, then its outcome into run.json."""
+    ckpt_path = run.run_dir.checkpoint(name, seed)
+    if (name, seed) in run.run_dir.complete:
+        log(f"{name} (seed {seed}): already complete, skipped")
+        if run.main:
+            ckpt_path.unlink(missing_ok=True)  # a crash after the costs were recorded can leave one
+        return
+    release_memory(run.device)
+    seed_everything(seed)
+    method, book, done_steps, pristine_of = start_or_resume(run, name, seed, ckpt_path)
+    problem = method.problem_with(run.scenario) if method.trains else None
+    if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
+        log(f"{name} cannot run on {run.scenario.name}: {problem}")
+        run.run_dir.record(StrategyRun(name, seed, run.classes[name].description,
+                                       dataclasses.asdict(run.configs[name]),
+                                       failure={"kind": "cannot run", "reason": problem}))
+        return
+    p = run.profile
+    strategy = ASRTemplate(
+        method=method, collator=run.collator, target_of=run.scenario.target_of, train_mb_size=p.batch_size,
+        train_epochs=p.epochs, eval_mb_size=p.eval_batch_size, max_new_tokens=p.max_new_tokens, device=run.device,
+        memo=run.memo, memo_context=run.memo_context, seed=seed, progress=run.req.progress and run.main,
+        encoder_cache=run.encoder_cache, precision=run.precision, loader_workers=p.loader_workers,
+    )
+    strategy.faults = book["faults"]
+    with PeakMemory(run.device) as mem:
+        for step in run.steps[name][len(done_steps):]:
+            one_pass(run, strategy, name, seed, step, book, done_steps, pristine_of, mem)
+    run.run_dir.record(outcome(run, name, seed, strategy, book, mem))
+    if run.main:
+        ckpt_path.unlink(missing_ok=True)  # the strategy is complete: its rows and costs are all written
+
+
+def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path) -> tuple:
+    """(method, cost book, finished evaluation steps, pristine-parameter names): from the checkpoint of the last
+    finished pass if there is one that matches the results files, else a fresh method on a copy of the backbone."""
+    config = dataclasses.asdict(run.configs[name])
+    ckpt, pristine_of = load_checkpoint(ckpt_path, run.device, run.pristine, run.tokenizer) if ckpt_path.is_file() \
+        else (None, {})
+    if ckpt is not None and ckpt["book"]["config"] != config:
+        raise ValueError(f"{run.run_dir.path}: the checkpoint of {name} (seed {seed}) was made with config "
+                         f"{ckpt['book']['config']}, not the current {config}: use another --out directory")
+    if ckpt is not None or (name, seed) in run.run_dir.started:
+        ckpt = run.run_dir.resume_rows(name, seed, ckpt, run.rows_per_pass, len(run.scenario.evaluation_sets()))
+    if ckpt is None:
+        log(f"strategy {name} (seed {seed})")
+        method = run.classes[name](run.configs[name], copy.deepcopy(run.pristine), run.tokenizer, seed=seed)
+        pristine_of = pristine_names(method, run.pristine)
+        method.base_languages = run.base_languages
+        method.setup()
+        book = {"config": config, "train_seconds": [], "eval_seconds": 0.0, "trainable": 0,
+                "decodes": {"computed": 0, "reused": 0, "not_shareable": 0}, "peak_memory_mb": 0.0, "faults": [],
+                "stored_bytes": 0}
+        return method, book, [], pristine_of
+    set_rng_state(ckpt["rng"])
+    last = ckpt["done_steps"][-1]
+    log(f"strategy {name} (seed {seed}): resumed from its checkpoint after "
+        f"{'the evaluation before training' if last < 0 else run.scenario.experience_names[last]}")
+    return ckpt["method"], ckpt["book"], list(ckpt["done_steps"]), pristine_of
+
+
+def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, book: dict, done_steps: list[int],
+             pristine_of: dict, mem: PeakMemory) -> None:
+    """Train on experience `step` (none for step -1), evaluate every set, checkpoint, append the rows."""
+    method = strategy.method
+    if step >= 0 and method.trains:
+        n_faults = len(strategy.faults)
+        t0 = time.perf_counter()
+        strategy.train(run.scenario.joint_train_experience() if method.joint
+                       else run.scenario.benchmark.train_stream[step])
+        book["train_seconds"].append(time.perf_counter() - t0)
+        for fault in strategy.faults[n_faults:]:
+            log(f"  {name}: training fault on {fault['experience']}: {fault['reason']}")
+        book["trainable"] = max(book["trainable"], strategy.last_trainable)
+    rows, preds, secs = evaluate_pass(strategy, run.scenario, name, seed, step)
+    book["eval_seconds"] += secs
+    for o in strategy.eval_outputs.values():
+        book["decodes"]["reused" if o.reused else "computed"] += 1
+        # keyed by the strategy's own state: nothing proved it equal to another strategy's decode
+        book["decodes"]["not_shareable"] = book["decodes"].get("not_shareable", 0) + (not o.shareable)
+    done_steps.append(step)
+    # every process's peak so far: the job's is the largest
+    book["peak_memory_mb"] = max(distributed.gather_objects(max(book["peak_memory_mb"], mem.peak_mb)))
+    if run.main:  # checkpoint first, then the rows: a crash in between is mended from the checkpoint
+        book["stored_bytes"] = max(book.get("stored_bytes", 0), save_checkpoint(
+            run.run_dir.checkpoint(name, seed), method, done_steps, rows, preds, book, run.pristine, pristine_of))
+        run.run_dir.append(rows, preds)
+    summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == run.scenario.metric)
+    after = "all experiences at once" if method.joint else run.scenario.experience_names[step]
+    log(f"  {name} after {'no training' if step < 0 else after}: {run.scenario.metric} {summary}")
+
+
+def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, mem: PeakMemory) -> StrategyRun:
+    method = strategy.method
+    return StrategyRun(
+        strategy=name, seed=seed, description=run.classes[name].description,
+        config=dataclasses.asdict(run.configs[name]), trainable_params=book["trainable"],
+        stored_params_per_experience=method.stored_parameters_per_experience(),
+        # the largest checkpoint written after an experience: what the method needs stored to go on
+        stored_bytes=book.get("stored_bytes", 0), backbone_params=sum(p.numel() for p in run.pristine.parameters()),
+        train_seconds=round(sum(book["train_seconds"]), 2),
+        train_seconds_per_experience=[round(s, 2) for s in book["train_seconds"]],
+        eval_seconds=round(book["eval_seconds"], 2),
+        peak_memory_mb=round(max(book["peak_memory_mb"], *distributed.gather_objects(mem.peak_mb)), 1),
+        processes=run.processes.world if run.processes else None, decodes=book["decodes"],
+        eval_routing=getattr(run.configs[name], "eval_routing", None), joint=run.classes[name].joint,
+        info=method.info(), training_faults=strategy.faults)

@@ -31,8 +31,7 @@ def generate(model, prefix=None):
 
 def train_through(method, target):
     method.before_experience(target)
-    method.after_experience(target)
-    method.experiences_trained += 1
+    method.end_experience(target)
 
 
 def test_hooks_change_nothing_while_no_prompt_is_active(tiny, tiny_model):

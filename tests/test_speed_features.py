@@ -10,7 +10,7 @@ from cl_asr.cl.encoder_cache import EncoderCache, cross_attention_fingerprint, e
 from cl_asr.cl.fingerprint import Digests
 from cl_asr.core import HiddenStatesPreHook
 from cl_asr.methods import Target, get_method, method_config
-from cl_asr.runner import load_checkpoint, pristine_names, save_checkpoint
+from cl_asr.checkpoints import load_checkpoint, pristine_names, save_checkpoint
 
 FEATS = torch.randn(3, 80, 3000, generator=torch.Generator().manual_seed(0))
 TRAIN = Target("train", 0, "eo", "eo", "es")
@@ -46,8 +46,7 @@ def test_cache_returns_exactly_the_encoder_output_and_reuses_it(tiny_model):
 
 def test_outputs_under_bf16_autocast_are_another_key(tiny_model):
     """Runs share the disk tier: a bf16 run's encoder outputs must never serve an fp32 run."""
-    cache, enc = EncoderCache(), tiny_model.model.encoder
-    whisper = tiny_model
+    cache, whisper = EncoderCache(), tiny_model
     for p in tiny_model.parameters():
         p.requires_grad_(False)
     plain = cache.fingerprint(whisper)
@@ -103,7 +102,8 @@ def test_memory_budget_pushes_the_oldest_out_to_disk_and_reads_it_back(tiny_mode
 def test_cached_training_gives_the_plain_loss_and_gradients(tiny, tiny_model):
     """The template's loss (cached encoder, vocabulary projection at labelled positions only) against the
     model's own loss from the features."""
-    from cl_asr.cl.template import ASRTemplate, DecodeMemo
+    from cl_asr.cl.decoding import DecodeMemo
+    from cl_asr.cl.template import ASRTemplate
 
     method = make("spt_decoder", tiny_model, tiny.tokenizer)
     method.before_experience(TRAIN, ROWS)
@@ -213,7 +213,8 @@ def test_sets_decoded_together_equal_sets_decoded_one_by_one(tiny):
     from avalanche.benchmarks.utils import AvalancheDataset
 
     from cl_asr.backbones.window import set_encoder_window, window_feature_extractor
-    from cl_asr.cl.template import ASRTemplate, DecodeMemo
+    from cl_asr.cl.decoding import DecodeMemo
+    from cl_asr.cl.template import ASRTemplate
     from cl_asr.data.corpus import CorpusSpec, synthesize_corpus
     from cl_asr.data.text_bank import load_sentences
     from cl_asr.data.tts import Voice

@@ -7,7 +7,6 @@ import torch
 
 from cl_asr.cl.decode_key import decode_key
 from cl_asr.cl.fingerprint import Digests
-
 from cl_asr.methods import METHODS, Target, get_method, method_config
 
 FEATS = torch.randn(2, 80, 3000, generator=torch.Generator().manual_seed(0))
@@ -69,8 +68,7 @@ def test_training_step_touches_only_the_intended_parameters(tiny, name):
                 assert p.grad is None or not p.grad.any(), f"{name}: {n} got a gradient but is not trainable"
         assert any(p.grad is not None and p.grad.any() for p in params), f"{name}: no trainable parameter learned"
         opt.step()
-    method.after_experience(TRAIN0)
-    method.experiences_trained += 1
+    method.end_experience(TRAIN0)
 
     frozen_after = {n: p.detach() for n, p in model.named_parameters() if "lora_" not in n}
     changed = [n for n, p in frozen_after.items()
@@ -200,8 +198,7 @@ def test_lapt_starts_a_new_language_from_the_most_similar_known_one(tiny):
     with torch.no_grad():
         for p in method.languages["0"].parameters():
             p.add_(0.5)
-    method.after_experience(TRAIN0)
-    method.experiences_trained += 1
+    method.end_experience(TRAIN0)
     # the same audio again: the learned language is the closest candidate (cosine 1), its matrices are copied
     method.before_experience(Target("train", 1, "ia", "ia", "es"), ROWS)
     assert method.similar["ia"] == "eo"
@@ -218,8 +215,7 @@ def test_language_id_routing_sends_utterances_to_the_closest_profile(tiny):
     model = copy.deepcopy(tiny.model).eval()
     method = make("spt_decoder", model, tiny.tokenizer, eval_routing="lid")
     method.before_experience(TRAIN0, ROWS)  # records experience 0's LID profile from FEATS
-    method.after_experience(TRAIN0)
-    method.experiences_trained += 1
+    method.end_experience(TRAIN0)
     expected = language_distribution(model, tiny.tokenizer, FEATS).mean(0)
     assert torch.allclose(method.lid_profiles[0], expected)
     groups = method.route_batch(TEST0, FEATS)
@@ -252,8 +248,7 @@ def test_separate_and_shared_modes(tiny, name):
             with torch.no_grad():
                 for p in method.trainable_parameters():
                     p.add_(0.01 * (target.index + 1))  # stands in for training (each experience its own)
-            method.after_experience(target)
-            method.experiences_trained += 1
+            method.end_experience(target)
         keys = (method.oracle_key(TEST0), method.oracle_key(test1))
         assert keys == (("0", "1") if mode == "separate" else ("shared", "shared"))
         assert not decode_key(method, TEST0, Digests())[1]  # a set is active: keyed by the strategy's state

@@ -7,7 +7,8 @@ from avalanche.benchmarks.utils import AvalancheDataset
 
 from cl_asr.backbones.window import set_encoder_window, window_feature_extractor
 from cl_asr.cl.collate import IGNORE, ASRCollator, with_prefix
-from cl_asr.cl.template import ASRTemplate, DecodeMemo
+from cl_asr.cl.decoding import DecodeMemo
+from cl_asr.cl.template import ASRTemplate
 from cl_asr.data.corpus import CorpusSpec, synthesize_corpus
 from cl_asr.data.text_bank import load_sentences
 from cl_asr.data.tts import Voice

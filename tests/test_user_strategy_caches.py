@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import run_suite
 
 METHODS = Path(__file__).parent / "data" / "extra_module_methods.py"

@@ -14,7 +14,28 @@ def get_method(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
-__all__ = ["METHODS", "Method", "MethodConfig", "Route", "Target", "get_method", "register_method"]
+__all__ = ["METHODS", "Method", "MethodConfig", "Route", "Target", "get_method", "load_methods_from",
+           "register_method"]
+
+
+def load_methods_from(paths) -> None:
+    """Import user files (run_suite.py --methods-from) so that their @register_method classes join the
+    registry; a file already imported in this process (a Ray worker runs several jobs) is not imported again."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"--methods-from: no such file {path}")
+        spec = importlib.util.spec_from_file_location(f"cl_asr_user_methods.{path.stem}", path)
+        loaded = sys.modules.get(spec.name)
+        if loaded is not None and Path(loaded.__file__).resolve() == path.resolve():
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
 
 
 def method_config(name: str, profile_name: str | None = None, prompt_length: int | None = None):

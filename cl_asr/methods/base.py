@@ -111,6 +111,12 @@ class Method:
     def after_experience(self, target: Target) -> None:
         pass
 
+    def end_experience(self, target: Target) -> None:
+        """Called by the training loop when training on `target` ends: `after_experience`, then the count of
+        trained experiences (kept here, so that no strategy has to)."""
+        self.after_experience(target)
+        self.experiences_trained += 1
+
     @contextmanager
     def route(self, target: Target) -> Iterator[Route]:
         """Activate whatever serves `target` (e.g. its prompt set) for the duration of the block."""
@@ -143,7 +149,7 @@ class Method:
 
     def text_only_encoder_states(self, batch_size: int, device, dtype) -> torch.Tensor:
         """What the decoder cross-attends to for a text-only batch: by default one all-zero frame ('no
-        audio', the empty prompt of seed 004's baseline); text_spt substitutes its learned pseudo audio."""
+        audio', the empty-prompt baseline of text-only SPT); text_spt substitutes its learned pseudo audio."""
         d = self.model.model.config.d_model
         return torch.zeros(batch_size, 1, d, device=device, dtype=dtype)
 

@@ -159,9 +159,10 @@ class DistillationPlugin(SupervisedPlugin, supports_distributed=True):
             return
         T = self.method.config.temperature
         with torch.no_grad():
-            teacher = self.previous(**strategy.mb_model_inputs, decoder_input_ids=strategy.mb_decoder_input_ids).logits
+            step = strategy.step_inputs  # what this step fed the model (cl_asr/cl/template.py, StepInputs)
+            teacher = self.previous(**step.model_inputs, decoder_input_ids=step.decoder_input_ids).logits
         student = strategy.mb_output.logits
-        mask = strategy.mb_labels != IGNORE
+        mask = step.labels != IGNORE
         kl = torch.nn.functional.kl_div(
             torch.log_softmax(student[mask] / T, dim=-1), torch.log_softmax(teacher[mask] / T, dim=-1),
             log_target=True, reduction="batchmean",

@@ -1,0 +1,200 @@
+"""A run directory: the only copy of a run's results, opened, checked, appended to and closed in one place.
+
+    results.jsonl      one row per evaluation cell and metric, appended after every evaluation pass
+    predictions.jsonl  per evaluation cell: ids, references, hypotheses, per-utterance counts
+    run.json           the resolved config, checksums of weights and data, one record per (strategy, seed)
+    checkpoints/       a strategy's state after its last finished pass (removed once it is complete)
+
+`RunDirectory.open` mends a half-written last line, reads what is there and refuses, before anything changes,
+a directory made for another scenario, profile or backbone, other data or weights, or another strategy config.
+Both executors use it: the local one writes rows as passes finish, the Ray one writes the gathered jobs whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import distributed
+from .log import log
+from .results import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
+
+
+@dataclasses.dataclass
+class StrategyRun:
+    """What run.json records of one (strategy, seed): its costs when it ran, or why it did not (`failure`)."""
+
+    strategy: str
+    seed: int
+    description: str = ""
+    config: dict = dataclasses.field(default_factory=dict)
+    failure: dict | None = None  # {"kind": "cannot run" | "job failed", "reason": ...}
+    trainable_params: int | None = None
+    stored_params_per_experience: int | None = None
+    stored_bytes: int | None = None  # the largest checkpoint written after an experience
+    backbone_params: int | None = None
+    train_seconds: float | None = None
+    train_seconds_per_experience: list[float] | None = None
+    eval_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    processes: int | None = None
+    decodes: dict | None = None
+    eval_routing: str | None = None
+    joint: bool | None = None
+    info: dict | None = None
+    training_faults: list | None = None  # steps skipped for NaN/inf losses, experiences ended early
+
+    def to_json(self) -> dict:
+        keep = {"strategy", "seed", "description", "config", "eval_routing"}  # written even when empty / None
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None or (k in keep and self.failure is None)}
+
+
+def check_writable(out: Path) -> None:
+    """Fail in a second, not after the scenario is built; a directory made only for the probe is removed
+    again, so a run that fails before writing anything leaves nothing behind."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+        if created:
+            out.rmdir()
+    except OSError as exc:
+        raise OSError(f"cannot write to the output directory {out}: {exc.strerror or exc}") from exc
+
+
+def completed(rows: list[dict], expected: dict[str, int]) -> set:
+    """(strategy, seed) pairs whose result rows are all there; `expected` rows per strategy."""
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        counts[(r["strategy"], r["seed"])] = counts.get((r["strategy"], r["seed"]), 0) + 1
+    return {k for k, n in counts.items() if n == expected.get(k[0])}
+
+
+class RunDirectory:
+    def __init__(self, path: Path, writer: bool = True):
+        self.path = Path(path)
+        self.writer = writer  # only the main process writes (cl_asr.distributed)
+        self.results, self.predictions, self.meta_path = (self.path / "results.jsonl", self.path / "predictions.jsonl",
+                                                          self.path / "run.json")
+        self.meta: dict = {"strategy_runs": []}
+        self.complete: set = set()  # (strategy, seed): every row written and the costs recorded
+        self.started: set = set()  # (strategy, seed): rows to keep or mend
+
+    def checkpoint(self, strategy: str, seed: int) -> Path:
+        return self.path / "checkpoints" / f"{strategy}_seed{seed}.pt"
+
+    # -- opening ---------------------------------------------------------------------------------------------
+    def open(self, config: dict, checksums: dict, strategy_configs: dict[str, dict], expected_rows: dict[str, int],
+             facts: dict) -> "RunDirectory":
+        """Mend, read and check the directory (see the module doc), then record `config` and `facts` in run.json."""
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+        for path in (self.results, self.predictions):  # a crash mid-append leaves at most a half-written last line
+            dropped = repair_jsonl(path) if self.writer else 0
+            if dropped:
+                log(f"repaired {path.name}: dropped a half-written last line ({dropped} bytes) left by an interrupted run")
+        distributed.barrier()  # the others read the files once the main process has mended them
+        existing = read_jsonl(self.results) if self.results.is_file() else []
+        rows_complete = completed(existing, expected_rows)
+        self.started = {(r["strategy"], r["seed"]) for r in existing}
+        if self.meta_path.is_file():
+            self.meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            self._check_compatible(config, checksums, strategy_configs)
+        meta = self.meta
+        meta["checksums"] = checksums
+        meta.setdefault("strategy_runs", [])
+        self.complete = rows_complete & {(s["strategy"], s["seed"]) for s in meta["strategy_runs"] if not s.get("failure")}
+        old = meta.get("config", {})
+        config["strategies"] = {**old.get("strategies", {}), **config["strategies"]}
+        old_seeds = old.get("seeds", [old.get("seed", 0)] if old else [])
+        config["seeds"] = sorted(set(old_seeds) | set(config["seeds"]))  # a directory may gather seeds over calls
+        meta.update({"config": config, "status": "running",
+                     "started": meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     **facts})
+        distributed.barrier()  # every process has read the directory as it was: from here only the main one writes
+        self._write_meta()
+        return self
+
+    def _check_compatible(self, config: dict, checksums: dict, strategy_configs: dict[str, dict]) -> None:
+        old = self.meta.get("config", {})
+        for key in ("scenario", "profile", "backbone"):
+            if old.get(key) != config[key]:
+                raise ValueError(f"{self.path} already holds a run with {key}={old.get(key)!r}, not {config[key]!r}: "
+                                 "use another --out directory")
+        old_sums = self.meta.get("checksums")
+        if old_sums and old_sums != checksums:
+            changed = (["backbone weights"] if old_sums.get("backbone") != checksums["backbone"] else []) + [
+                k for k in sorted(set(old_sums.get("data", {})) | set(checksums["data"]))
+                if old_sums.get("data", {}).get(k) != checksums["data"].get(k)]
+            raise ValueError(f"{self.path} was run on other data or weights than this command now has (changed: "
+                             f"{', '.join(changed)}): resuming would mix results; use another --out directory")
+        for done in self.meta.get("strategy_runs", []):  # skipping a finished strategy is only right if nothing changed
+            name = done["strategy"]
+            if name in strategy_configs and not done.get("failure") and done["config"] != strategy_configs[name]:
+                raise ValueError(f"{self.path} holds {name} (seed {done['seed']}) run with config {done['config']}, "
+                                 f"which differs from the current {strategy_configs[name]}: use another --out directory")
+
+    # -- a strategy's rows -----------------------------------------------------------------------------------
+    def resume_rows(self, name: str, seed: int, ckpt: dict | None, rows_per_pass: int, passes: int) -> dict | None:
+        """Make the results files hold exactly the passes a strategy finished before its checkpoint, plus the
+        checkpoint's own pass (appended if a crash came before its rows were); drop anything else of it.
+        Returns the checkpoint, or None (start over) when there is none or the files do not match it."""
+        rows = read_jsonl(self.results) if self.results.is_file() else []
+        preds = read_jsonl(self.predictions) if self.predictions.is_file() else []
+        mine = lambda r: r["strategy"] == name and r["seed"] == seed  # noqa: E731
+        kept_rows = [r for r in rows if not mine(r)]
+        kept_preds = [p for p in preds if not mine(p)]
+        if ckpt is not None:
+            before = set(ckpt["done_steps"][:-1])
+            old_rows = [r for r in rows if mine(r) and r["trained_through"] in before]
+            old_preds = [p for p in preds if mine(p) and p["trained_through"] in before]
+            if len(old_rows) == rows_per_pass * len(before) and len(old_preds) == passes * len(before):
+                kept_rows += old_rows + ckpt["rows"]
+                kept_preds += old_preds + ckpt["preds"]
+            else:
+                log(f"{name} (seed {seed}): the results files do not match its checkpoint; starting it over")
+                ckpt = None
+        distributed.barrier()  # every process decided from the same files before the main one rewrites them
+        if self.writer and kept_rows != rows:
+            write_jsonl_atomic(self.results, kept_rows)
+        if self.writer and kept_preds != preds:
+            write_jsonl_atomic(self.predictions, kept_preds)
+        return ckpt
+
+    def append(self, rows: list[dict], preds: list[dict]) -> None:
+        if self.writer:
+            append_jsonl(self.results, rows)
+            append_jsonl(self.predictions, preds)
+
+    # -- run.json ----------------------------------------------------------------------------------------------
+    def record(self, run: StrategyRun) -> None:
+        """Record a strategy's outcome (replacing an earlier record of the same strategy and seed)."""
+        runs = [s for s in self.meta["strategy_runs"] if (s["strategy"], s["seed"]) != (run.strategy, run.seed)]
+        self.meta["strategy_runs"] = [*runs, run.to_json()]
+        self._write_meta()
+
+    def finish(self, **facts) -> None:
+        """The run is complete: status, finishing time and `facts` (timings, speed) into run.json."""
+        if not self.writer:
+            return
+        checkpoints = self.path / "checkpoints"
+        if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
+        self.meta.update({"status": "complete", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          **facts})
+        self._write_meta()
+
+    def write_whole(self, rows: list[dict], preds: list[dict], meta: dict) -> None:
+        """Replace the directory's files at once (the Ray executor's gathering): each file written atomically."""
+        self.meta = meta
+        write_jsonl_atomic(self.results, rows)
+        write_jsonl_atomic(self.predictions, preds)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        if self.writer:
+            write_json_atomic(self.meta_path, self.meta)
