@@ -114,7 +114,21 @@ def _list(args) -> int:
         print("Strategies:")
     for name in METHODS.names():
         print(f"  {name:<12} {counts.get(name, ''):>12}  {METHODS.get(name).description}")
+        if args.what == "strategies":
+            print(f"  {'':<12} {'':>12}  defaults: {_defaults(name)}")
     return 0
+
+
+def _defaults(name: str) -> str:
+    """The strategy's hyper-parameters that its baselines/<name>.yaml sets (the rest are the dataclass's)."""
+    import dataclasses
+
+    from .methods import METHODS, method_config
+
+    config = dataclasses.asdict(method_config(name))
+    plain = dataclasses.asdict(METHODS.get(name).config_class())
+    changed = {k: v for k, v in config.items() if plain.get(k) != v}
+    return ", ".join(f"{k}={v}" for k, v in changed.items()) or "the config class's"
 
 
 def _launch_processes(args, argv: list[str], out: Path) -> int:

@@ -43,10 +43,14 @@ def method_config(name: str, profile_name: str | None = None, prompt_length: int
     `profiles.<profile>:` overrides, then the run profile's prompt_length (if it sets one)."""
     import dataclasses
 
-    from ..config import REPO_ROOT, ConfigError, from_dict, load_yaml
+    from ..config import ConfigError, from_dict, load_yaml
+    from ..resources import BASELINE_DIR
 
     cls = get_method(name)
-    path = REPO_ROOT / "baselines" / f"{name}.yaml"
+    if not BASELINE_DIR.is_dir():  # a broken install: the defaults would silently be the dataclass's
+        raise ConfigError(f"{BASELINE_DIR}: the strategies' default hyper-parameters are missing (package data "
+                          "not installed); reinstall cl_asr")
+    path = BASELINE_DIR / f"{name}.yaml"
     values: dict = {}
     if path.is_file():
         data = load_yaml(path)

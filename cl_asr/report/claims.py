@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import REPO_ROOT, ConfigError, load_yaml
+from ..config import ConfigError, load_yaml
 from ..metrics.continual import HIGHER_IS_BETTER
 
-REFERENCES = REPO_ROOT / "baselines" / "references.yaml"
+from ..resources import BASELINE_DIR  # noqa: E402
+
+REFERENCES = BASELINE_DIR / "references.yaml"
 KINDS = {"better": ("a", "b"), "at_least_as_good": ("a", "b"), "best_among": ("best", "among"),
          "keeps_base": ("frozen", "changes")}
 

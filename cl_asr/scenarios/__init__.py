@@ -1,15 +1,16 @@
-"""Scenarios: YAML files in <repo>/scenarios/ (or any path) built by a registered builder module."""
+"""Scenarios: YAML files in scenarios/ (package data, cl_asr/resources; or any path) built by a registered builder
+module."""
 from __future__ import annotations
 
 import importlib
 import pkgutil
 from pathlib import Path
 
-from ..config import REPO_ROOT, ConfigError, from_dict, load_yaml
+from ..config import ConfigError, from_dict, load_yaml
 from ..registry import UnknownNameError
 from .base import BUILDERS, ProfileConfig, Scenario, ScenarioBuilder, register_builder
 
-SCENARIO_DIR = REPO_ROOT / "scenarios"
+from ..resources import SCENARIO_DIR  # noqa: E402  (package data: scenarios/*.yaml)
 
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name != "base":
@@ -47,6 +48,9 @@ def scenario_path(ref: str) -> Path:
         if not path.is_file():
             raise ConfigError(f"{path}: scenario file not found")
         return path
+    if not SCENARIO_DIR.is_dir():  # a broken install, not a typo
+        raise ConfigError(f"{SCENARIO_DIR}: the scenario files are missing (package data not installed); "
+                          "reinstall cl_asr")
     candidate = SCENARIO_DIR / f"{ref}.yaml"
     if not candidate.is_file():
         import difflib
