@@ -6,7 +6,20 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The fast lane (`pytest -m "not slow"`, README) leaves these out: whole command-line runs in subprocesses, Ray,
+# several processes, a wheel build, the real whisper-base (each 10 s to 2 min on 2 cores). CI runs everything.
+SLOW_MODULES = {"test_robustness.py", "test_ray_executor.py", "test_data_parallel.py", "test_slow_whisper_base.py",
+                "test_user_strategy_caches.py", "test_packaging.py", "test_cli_and_micro_run.py"}
+SLOW_TESTS = {"test_seeds_run_every_strategy_per_seed_and_the_report_has_intervals",
+              "test_compare_refuses_runs_whose_test_sets_differ", "test_text_domains_micro_benchmark_with_text_spt",
+              "test_speakers_micro_benchmark_with_ts_prompt", "test_code_switching_micro_benchmark",
+              "test_fft_learns_by_changing_the_weights"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")

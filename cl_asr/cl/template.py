@@ -71,8 +71,8 @@ class _Progress(SupervisedPlugin, supports_distributed=True):
         self.bar.close()
 
 
-class _NoLogger(BaseLogger):
-    """Results are written by the runner, not by Avalanche's loggers (an empty list makes it warn)."""
+class _NoLogger(BaseLogger):  # results are written by the runner; an empty logger list makes Avalanche warn
+    pass
 
 
 class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
@@ -116,8 +116,7 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
         )
 
     @property
-    def faults(self) -> list[dict]:
-        """Training faults so far (the NonFiniteSteps plugin's records)."""
+    def faults(self) -> list[dict]:  # training faults so far (the NonFiniteSteps plugin's records)
         return self.nonfinite.faults
 
     @faults.setter
@@ -129,17 +128,9 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
         return self.target_of(self.experience)
 
     # -- Avalanche hooks, adapted to dict batches --------------------------------------------------------
-    @property
-    def mb_x(self):
-        return self.mbatch["input_features"]
-
-    @property
-    def mb_y(self):
-        return self.mbatch["labels"]
-
-    @property
-    def mb_task_id(self):
-        return torch.zeros(len(self.mbatch["id"]), dtype=torch.long)
+    mb_x = property(lambda self: self.mbatch["input_features"])
+    mb_y = property(lambda self: self.mbatch["labels"])
+    mb_task_id = property(lambda self: torch.zeros(len(self.mbatch["id"]), dtype=torch.long))
 
     def _unpack_minibatch(self):
         self.mbatch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.mbatch.items()}
@@ -166,11 +157,9 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
         self.method.end_experience(self.target)
         super()._after_training_exp(**kwargs)
 
-    def autocast(self):
-        """bf16 autocast when the profile asks for it (fp32 otherwise: on CPUs without bf16 units it is slower)."""
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def autocast(self):  # bf16 if the profile asks for it (fp32 otherwise: slower on CPUs without bf16 units)
+        bf16 = self.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def make_optimizer(self, **kwargs):
         params = self.method.trainable_parameters()
@@ -230,7 +219,7 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
         logits = self.model.proj_out(hidden[where])
         return Seq2SeqLMOutput(loss=F.cross_entropy(logits.float(), labels[where]))
 
-    def criterion(self):
+    def criterion(self):  # the model's own token cross-entropy (or _loss_at_labels')
         return self.mb_output.loss
 
     def backward(self):

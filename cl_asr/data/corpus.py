@@ -61,7 +61,8 @@ def corpus_cache_dir() -> Path:
     return cache_dir() / "corpora"
 
 
-def _features(extra: dict | None = None):
+def dataset_features(extra: dict | None = None):
+    """The datasets schema of an utterance table (id, audio, text, language, ...), plus `extra` columns."""
     import datasets
 
     return datasets.Features(
@@ -145,7 +146,7 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
             rows["speaker"].append(voice.speaker_id)
             rows["duration"].append(len(audio) / SAMPLE_RATE)
         extra = {"segments": datasets.Value("string")} if "segments" in rows else None
-        ds = datasets.Dataset.from_dict(rows, features=_features(extra))
+        ds = datasets.Dataset.from_dict(rows, features=dataset_features(extra))
         datasets.disable_progress_bars()  # our own bar already showed the work; saving is instant
         tmp = None
         try:

@@ -154,7 +154,7 @@ def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, m
     """Select (filter, sort by id, limit), decode, validate and return the dataset (numpy format)."""
     import datasets
 
-    from .corpus import _features
+    from .corpus import dataset_features
 
     if limit is not None and limit < 1:
         raise ValueError(f"{corpus}: limit must be at least 1 (or None for all), got {limit}")
@@ -220,7 +220,7 @@ def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, m
         log.info("%s: %d duplicate ids made unique with a #n suffix", corpus, renamed)
     if limit is not None and len(rows["id"]) < limit:
         log.info("%s: %d utterances asked for, only %d available", corpus, limit, len(rows["id"]))
-    features = _features()
+    features = dataset_features()
     for c in extra_columns:
         features[c] = datasets.Value("string")
     ds = datasets.Dataset.from_dict(rows, features=features)

@@ -1,4 +1,5 @@
-"""Strategies. Every module in this package registers its strategies on import; `get_method(name)` finds them."""
+"""Strategies, one file each, named after the strategy (families in folders: prompts/, continual/). Every module
+in this package registers its strategy on import; `get_method(name)` finds it."""
 from __future__ import annotations
 
 import importlib
@@ -6,8 +7,8 @@ import pkgutil
 
 from .base import METHODS, Method, MethodConfig, Route, Target, register_method
 
-for _mod in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_mod.name}")
+for _mod in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):  # every strategy file, in folders too
+    importlib.import_module(_mod.name)
 
 
 def get_method(name: str) -> type[Method]:

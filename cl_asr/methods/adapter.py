@@ -15,17 +15,13 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from .base import EvalRouting, MethodConfig, Route, SetRoutedMethod, Target, freeze, register_method
+from .base import Route, SetRoutedConfig, SetRoutedMethod, Target, freeze, register_method
 
 
 @dataclass
-class AdapterConfig(MethodConfig):
+class AdapterConfig(SetRoutedConfig):
     bottleneck: int = field(default=64, metadata={"help": "adapter bottleneck width m (d -> m -> d)"})
     activation: Literal["relu", "gelu"] = field(default="relu", metadata={"help": "non-linearity in the bottleneck"})
-    mode: Literal["separate", "shared"] = field(
-        default="separate", metadata={"help": "separate: an adapter set per experience; shared: one for all"})
-    eval_routing: EvalRouting = field(
-        default="oracle", metadata={"help": "adapter choice at evaluation: experience identity or language ID"})
 
     def __post_init__(self):
         super().__post_init__()

@@ -193,8 +193,24 @@ class RouteGroup:
 EvalRouting = Literal["oracle", "lid"]
 
 
+@dataclass
+class SetRoutedConfig(MethodConfig):
+    """The config of a method with one parameter set per experience (SetRoutedMethod): prompts, LoRA, adapters."""
+
+    mode: Literal["separate", "shared"] = field(
+        default="separate",
+        metadata={"help": "separate: a new parameter set (prompts, LoRA, adapters) per experience, the papers' "
+                  "default; shared: one set trained through all experiences"})
+    eval_routing: EvalRouting = field(
+        default="oracle",
+        metadata={"help": "which parameter set decodes a test utterance: its experience's own (oracle) or the one "
+                  "Whisper's language ID points to (lid, task-agnostic)"})
+
+
 class SetRoutedMethod(Method):
-    """A method with one parameter set per experience (or one shared set), chosen at evaluation by the
+    """Its config derives from `SetRoutedConfig` (mode, eval_routing).
+
+A method with one parameter set per experience (or one shared set), chosen at evaluation by the
     experience identity (`eval_routing: oracle`) or, task-agnostically, by Whisper's language ID (`lid`).
 
     LID routing: each learned experience keeps its language-ID profile, the frozen model's mean probability
@@ -202,6 +218,8 @@ class SetRoutedMethod(Method):
     utterance goes to the candidate whose profile is closest (cosine) to its own language-ID distribution;
     a base language means 'no set'. Subclasses define `set_key`, `activate` and `_set_exists`.
     """
+
+    config_class: ClassVar[type] = SetRoutedConfig
 
     def __init__(self, config, model, tokenizer, seed: int = 0):
         super().__init__(config, model, tokenizer, seed)

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .base import EvalRouting, MethodConfig, Route, SetRoutedMethod, Target, freeze, register_method
+from .base import Route, SetRoutedConfig, SetRoutedMethod, Target, freeze, register_method
 
 
 @dataclass
-class LoraMethodConfig(MethodConfig):
+class LoraMethodConfig(SetRoutedConfig):
     rank: int = field(default=8, metadata={"help": "LoRA rank r"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (update scaled by alpha / r)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch"})
@@ -26,10 +26,6 @@ class LoraMethodConfig(MethodConfig):
         default_factory=lambda: ["q_proj", "v_proj"],
         metadata={"help": "projection names to adapt, in every encoder self-attention and decoder self- and "
                   "cross-attention (Whisper: q_proj, k_proj, v_proj, out_proj; fc1, fc2 are the MLPs)"})
-    mode: Literal["separate", "shared"] = field(
-        default="separate", metadata={"help": "separate: an adapter per experience; shared: one for all"})
-    eval_routing: EvalRouting = field(
-        default="oracle", metadata={"help": "adapter choice at evaluation: experience identity or language ID"})
 
     def __post_init__(self):
         super().__post_init__()

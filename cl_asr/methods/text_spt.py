@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import Method, MethodConfig, Target, freeze, register_method
-from .prompts import silence_log_mel
+from .prompts.engine import silence_log_mel
 
 
 @dataclass

@@ -124,7 +124,7 @@ def mixture_dataset(name: str, sources: list[dict], cond: ConditionConfig, max_s
 
     import datasets
 
-    from ..data.corpus import _features
+    from ..data.corpus import dataset_features
     from ..data.speaker import speaker_embedding
 
     rng = np.random.default_rng(seed)
@@ -142,7 +142,7 @@ def mixture_dataset(name: str, sources: list[dict], cond: ConditionConfig, max_s
         if "ids" in src:  # real utterances: which ones were mixed (as LibriMix's metadata files record)
             facts = {**facts, "sources": src["ids"]}
         rows["mix"].append(json.dumps(facts))
-    features = _features({"enrolment": datasets.List(datasets.Value("float32")), "mix": datasets.Value("string")})
+    features = dataset_features({"enrolment": datasets.List(datasets.Value("float32")), "mix": datasets.Value("string")})
     ds = datasets.Dataset.from_dict(rows, features=features)
     return ds.with_format("numpy", columns=["audio", "enrolment"], output_all_columns=True)
 

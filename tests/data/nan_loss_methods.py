@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from avalanche.core import SupervisedPlugin
 
 from cl_asr.methods.base import MethodConfig, register_method
-from cl_asr.methods.full import FullFineTuning
+from cl_asr.methods.fft import FullFineTuning
 
 
 @dataclass

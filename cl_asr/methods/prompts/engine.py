@@ -15,9 +15,9 @@ transformers 5.x: pitfalls"), so prompts go in through hooks at *sites*:
   decoder layer k (deep prompts).
 Base-language sets are decoded with no prompt at all: the hooks are removed while nothing is active.
 
-One engine serves every variant; a registered strategy is a preset of `SoftPromptConfig`:
-sites (encoder_layers / decoder_layers / input_frames), residual reparameterisation (ResPT) and language
-conditioning (LPT). Reparameterised or language-conditioned prompts are folded into plain prompts after
+One engine serves every variant; each registered strategy is one file in this folder whose config is
+`SoftPromptConfig` with its own defaults: sites (encoder_layers / decoder_layers / input_frames), residual
+reparameterisation (ResPT) and language conditioning (LPT). Reparameterised or language-conditioned prompts are folded into plain prompts after
 their experience, so what is stored per experience is always L x d per site.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
-from ..core import HiddenStatesPreHook
-from .base import EvalRouting, MethodConfig, Route, SetRoutedMethod, Target, freeze, register_method
+from ...core import HiddenStatesPreHook
+from ..base import Route, SetRoutedConfig, SetRoutedMethod, Target, freeze
 
 PLACEHOLDER_TOKEN = "<|startoflm|>"  # never produced by Whisper's decoding; only marks prompt positions
 PREV_TOKEN = "<|startofprev|>"
@@ -251,7 +251,7 @@ class PromptSet(nn.Module):
 
 
 @dataclass
-class SoftPromptConfig(MethodConfig):
+class SoftPromptConfig(SetRoutedConfig):
     prompt_length: int = field(default=32, metadata={"help": "number of prompt vectors at each site (L)"})
     input_frames: bool = field(
         default=False, metadata={"help": "learn L*2 log-mel frames prepended to the encoder input (vanilla SPT)"})
@@ -280,14 +280,6 @@ class SoftPromptConfig(MethodConfig):
         metadata={"help": "encoder prompt initialisation: the encoder's own representation of silence (the "
                   "padding frames it learned to ignore, so an untrained prompt changes almost nothing), or "
                   "Gaussian noise at the positional embeddings' scale (which wrecks the untrained model)"})
-    mode: Literal["separate", "shared"] = field(
-        default="separate",
-        metadata={"help": "separate: a new prompt set per experience (the papers' default); shared: one set "
-                  "trained through all experiences"})
-    eval_routing: EvalRouting = field(
-        default="oracle",
-        metadata={"help": "which prompt set decodes a test utterance: the experience's own (oracle) or the one "
-                  "Whisper's language ID points to (lid, task-agnostic)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -443,94 +435,6 @@ class SoftPromptMethod(SetRoutedMethod):
             self.injector.active = None
 
 
-# -- the registered variants: presets of SoftPromptConfig -------------------------------------------------
-def _preset(name: str, base: type = SoftPromptConfig, **defaults):
-    """A config subclass whose defaults are a variant's (so `list`, run.json and YAML show the right ones)."""
-    fields = {k: field(default=v, metadata=base.__dataclass_fields__[k].metadata) for k, v in defaults.items()}
-    annotations = {k: base.__dataclass_fields__[k].type for k in defaults}
-    return dataclass(type(name, (base,), {"__annotations__": annotations, **fields}))
-
-
-@register_method("spt_input")
-class InputSoftPrompt(SoftPromptMethod):
-    description = ("vanilla SPT: learned log-mel frames before the audio at the encoder input "
-                   "(SPT4ASR arXiv 2506.21576), frozen backbone")
-    config_class = _preset("InputPromptConfig", input_frames=True)
-
-
-@register_method("spt_encoder")
-class EncoderSoftPrompt(SoftPromptMethod):
-    description = "soft prompts at the encoder's first layer only (Encoder SPT, LAPT arXiv 2506.21577), frozen backbone"
-    config_class = _preset("EncoderPromptConfig", encoder_layers="first")
-
-
-@register_method("spt_decoder")
-class DecoderSoftPrompt(SoftPromptMethod):
-    description = "soft prompts in the decoder only (Decoder SPT, LAPT arXiv 2506.21577), frozen backbone"
-    config_class = _preset("DecoderPromptConfig", decoder_layers="first")
-
-
-@register_method("spt_entire")
-class EntireSoftPrompt(SoftPromptMethod):
-    description = "soft prompts in encoder and decoder (Entire SPT, LAPT arXiv 2506.21577), frozen backbone"
-    config_class = _preset("EntirePromptConfig", encoder_layers="first", decoder_layers="first")
-
-
-@register_method("dpt")
-class DeepPrompt(SoftPromptMethod):
-    description = ("deep prompts at the input of every encoder and decoder layer "
-                   "(DPT; SPT4ASR, Wav2Seq prompting, TS-Whisper), frozen backbone")
-    config_class = _preset("DeepPromptConfig", encoder_layers="all", decoder_layers="all")
-
-
-@register_method("respt")
-class ResidualPrompt(SoftPromptMethod):
-    description = "Entire SPT with prompts reparameterised by per-site residual MLPs (ResPT; SPT4ASR, TS-Whisper)"
-    config_class = _preset("ResidualPromptConfig", encoder_layers="first", decoder_layers="first",
-                           reparameterization="per_site")
-
-
-@register_method("lpt")
-class LanguagePrompt(SoftPromptMethod):
-    description = ("Entire SPT conditioned on the language identity through a language encoder "
-                   "(LPT, SPT4ASR arXiv 2506.21576)")
-    config_class = _preset("LanguagePromptConfig", encoder_layers="first", decoder_layers="first",
-                           language_conditioning=True)
-
-
-@register_method("spt4asr")
-class SPT4ASR(SoftPromptMethod):
-    description = "deep prompts + residual reparameterisation + language prompts combined (SPT4ASR arXiv 2506.21576)"
-    config_class = _preset("SPT4ASRConfig", encoder_layers="all", decoder_layers="all", reparameterization="per_site",
-                           language_conditioning=True)
-
-
-@register_method("fft_spt")
-class FullFineTuningWithPrompts(SoftPromptMethod):
-    description = "full fine-tuning plus Entire soft prompts per experience (FFT+SPT, SPT4ASR arXiv 2506.21576)"
-    config_class = dataclass(type("FFTPromptConfig", (_preset("_FFTPromptBase", encoder_layers="first",
-                                                               decoder_layers="first"),), {
-        "__annotations__": {"backbone_lr": "float"},
-        "backbone_lr": field(default=3e-5, metadata={"help": "learning rate of the backbone weights (`lr` is the "
-                                                             "prompts')"})}))
-    freezes_backbone = False
-
-    def param_groups(self):
-        if self._training_key is None:
-            return []
-        prompts = list(self.prompt_sets[self._training_key].parameters())
-        backbone = [p for p in self.model.parameters() if p.requires_grad]
-        return [{"params": prompts}, {"params": backbone, "lr": self.config.backbone_lr}]
-
-    def setup(self) -> None:
-        super().setup()
-        for name, p in self.model.named_parameters():
-            p.requires_grad_(not name.endswith("encoder.embed_positions.weight"))  # fixed sinusoids
-
-    def trainable_parameters(self):
-        backbone = [p for p in self.model.parameters() if p.requires_grad]
-        return backbone + super().trainable_parameters() if self._training_key is not None else []
-
-    def stored_parameters_per_experience(self) -> int:
-        return sum(p.numel() for p in self.model.parameters()) + super().stored_parameters_per_experience()
-
+def default(base: type, name: str, value):
+    """A dataclass field of `base` with another default and the same help text (for a variant's config)."""
+    return field(default=value, metadata=base.__dataclass_fields__[name].metadata)

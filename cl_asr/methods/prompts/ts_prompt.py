@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .base import Route, Target, register_method
-from .prompts import PromptSet, SoftPromptMethod, _preset
+from ..base import Route, Target, register_method
+from .engine import PromptSet, SoftPromptConfig, SoftPromptMethod, default
 
 
 class SpeakerPromptSet(nn.Module):
@@ -53,15 +53,19 @@ class SpeakerPromptSet(nn.Module):
         return self.prompts.stored_size() + sum(p.numel() for p in self.projections.parameters())
 
 
+@dataclass
+class TSPromptConfig(SoftPromptConfig):
+    encoder_layers: str = default(SoftPromptConfig, "encoder_layers", "first")
+    decoder_layers: str = default(SoftPromptConfig, "decoder_layers", "first")
+    speaker_dim: int = field(default=256, metadata={"help": "size of the enrolment speaker embedding (resemblyzer "
+                                                            "d-vectors: 256)"})
+
+
 @register_method("ts_prompt")
 class TargetSpeakerPrompt(SoftPromptMethod):
     description = ("target-speaker prompts: the projected enrolment speaker embedding joins soft prompts in "
                    "encoder and decoder (TS-Whisper arXiv 2312.08079), frozen backbone")
-    config_class = dataclass(type("TSPromptConfig", (_preset("_TSPromptBase", encoder_layers="first",
-                                                              decoder_layers="first"),), {
-        "__annotations__": {"speaker_dim": "int"},
-        "speaker_dim": field(default=256, metadata={"help": "size of the enrolment speaker embedding "
-                                                            "(resemblyzer d-vectors: 256)"})}))
+    config_class = TSPromptConfig
 
     def setup(self) -> None:
         if self.config.input_frames:

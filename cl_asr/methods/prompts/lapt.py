@@ -19,14 +19,13 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from .base import Route, Target, register_method
-from .prompts import PromptSet, SoftPromptMethod, _preset
-
-_LaptBase = _preset("_LaptBase", encoder_layers="first", decoder_layers="first")
-
+from ..base import Route, Target, register_method
+from .engine import PromptSet, SoftPromptConfig, SoftPromptMethod, default
 
 @dataclass
-class LaptConfig(_LaptBase):
+class LaptConfig(SoftPromptConfig):
+    encoder_layers: str = default(SoftPromptConfig, "encoder_layers", "first")
+    decoder_layers: str = default(SoftPromptConfig, "decoder_layers", "first")
     rank: int = field(default=8, metadata={"help": "rank r of each language-specific prompt matrix U V"})
     shared_updates: Literal["first", "every"] = field(
         default="first",
@@ -95,7 +94,7 @@ class LanguageAwarePrompt(SoftPromptMethod):
 
     def _most_similar(self, target: Target, rows: Sequence[dict]) -> tuple[str, str | None]:
         """(language name, experience key or None for a base language) closest by language ID."""
-        from ..backbones.lid import LANGUAGE_CODES
+        from ...backbones.lid import LANGUAGE_CODES
 
         learned = {i: d for i, d in self.lid_distributions.items() if i < self.experiences_trained}
         if not rows or self.features_of is None or not (self.base_languages or learned):
