@@ -3,7 +3,7 @@ is counted, and that nothing was half-written (no corpus in the cache, no result
 
 Audio fixtures are written here with soundfile in FLEURS' original layout ({config}/{split}.tsv +
 {config}/audio/{split}/*.wav), the simplest local layout every loader shares its audio path with
-(cl_asr.data.real_corpora.build_dataset / read_audio). CLI cases call `cl_asr.cli.main` in-process (what
+(cl_asr.data.corpora.common.build_dataset / read_audio). CLI cases call `cl_asr.cli.main` in-process (what
 `python run_suite.py` runs), except one that runs the script itself to check no traceback reaches the user.
 """
 import errno
@@ -20,14 +20,14 @@ import soundfile as sf
 from cl_asr.cli import main
 from cl_asr.config import ConfigError
 from cl_asr.data import corpus as corpus_mod
-from cl_asr.data.real_corpora import (
+from cl_asr.data.corpora import (
     CorpusError, MissingDataError, load_ascend, load_common_voice, load_fleurs, load_librispeech_dir, load_mls,
 )
 from cl_asr.registry import UnknownNameError
 from cl_asr.scenarios import load_scenario_builder
 
 REPO = Path(__file__).resolve().parent.parent
-LOGGER = "cl_asr.data.real_corpora"
+LOGGER = "cl_asr.data.corpora"
 
 
 # ---------------------------------------------------------------------------------------------- helpers

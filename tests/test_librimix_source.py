@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 
 from cl_asr.config import ConfigError, from_dict, load_yaml
-from cl_asr.data import real_corpora as rc
-from cl_asr.data.real_corpora import CorpusError, MissingDataError
+from cl_asr.data.corpora import common as corpora_common
+from cl_asr.data.corpora import CorpusError, MissingDataError
 from cl_asr.data.speaker import EMBEDDING_DIM, speaker_embedding
 from cl_asr.data.tts import Voice, synthesize
 from cl_asr.scenarios import load_scenario_builder, scenario_path
@@ -47,7 +47,7 @@ def built(tmp_path_factory, tiny):
     tmp = tmp_path_factory.mktemp("librimix")
     texts = {**librispeech_root(tmp / "train-clean-100", 100), **librispeech_root(tmp / "test-clean", 200)}
     decoded = []
-    read_audio = rc.read_audio
+    read_audio = corpora_common.read_audio
 
     def counting(source, where):
         decoded.append(str(source))
@@ -59,7 +59,7 @@ def built(tmp_path_factory, tiny):
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("LIBRISPEECH_TRAIN_DIR", str(tmp / "train-clean-100"))
             mp.setenv("LIBRISPEECH_TEST_DIR", str(tmp / "test-clean"))
-            mp.setattr(rc, "read_audio", counting)
+            mp.setattr(corpora_common, "read_audio", counting)  # where build_dataset looks it up
             builder = load_scenario_builder("librimix")
             scenario = builder.build(builder.profile("micro"), tiny, tiny.feature_extractor, progress=False)
             enrolment_check = speaker_embedding(first_enrolment(scenario, tmp))
@@ -111,6 +111,13 @@ def test_streams_rows_and_provenance(built):
     # Only what is used is decoded: at most the first 2 utterances (micro) of each speaker used, each once.
     assert len(decoded) == len(set(decoded)) < len(texts)
     assert all(p.endswith(("-0000.flac", "-0001.flac")) for p in decoded)
+    used = set()  # every utterance mixed in (target, enrolment, interferers) was decoded, of used speakers only
+    for r in rows(b.train_stream) + rows(b.test_stream) + pres:
+        src = json.loads(r["mix"])["sources"]
+        used |= {src["target"], src["enrolment"], *src["interferers"]}
+    decoded_ids = {"librispeech/" + path.rsplit("/", 1)[1].removesuffix(".flac") for path in decoded}
+    assert used <= decoded_ids
+    assert {u.split("/")[1].split("-")[0] for u in decoded_ids} == {u.split("/")[1].split("-")[0] for u in used}
     s = scenario.settings
     assert s["source"]["kind"] == "librispeech" and s["source"]["max_target_seconds"] == pytest.approx(9.4)
     assert len(s["conditions"]["3mix"]["speakers"]["train"]) == 10
@@ -142,7 +149,7 @@ def test_missing_env_var_dir_and_too_few_speakers(tmp_path, monkeypatch):
 def test_speakers_yaml_stays_synthetic_and_configs_are_validated():
     cfg = load_scenario_builder("speakers").config
     assert cfg.source.kind == "synthetic" and cfg.source.train_root is None
-    assert all(c.voices and c.speakers is None for c in cfg.experiences)
+    assert len(cfg.experiences) == 3 and all(c.voices and c.speakers is None for c in cfg.experiences)
     synthetic = load_yaml(scenario_path("speakers"))
     real = load_yaml(scenario_path("librimix"))
     from_dict(SpeakersConfig, real, "librimix")

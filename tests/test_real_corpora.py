@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from cl_asr.config import ConfigError
-from cl_asr.data import real_corpora as rc
+from cl_asr.data import corpora as rc
 from cl_asr.data.mixing import MixSpec, mix
-from cl_asr.data.real_corpora import (
+from cl_asr.data.corpora import (
     CorpusError, MissingDataError, load_ascend, load_common_voice, load_fleurs, load_librispeech_dir, load_mls,
 )
 from cl_asr.scenarios import load_scenario_builder
@@ -84,7 +84,7 @@ def test_fleurs_original_layout_sorted_ids_limit_and_filter(tmp_path):
 def test_max_seconds_leaves_long_utterances_out_and_reads_on_to_fill_the_limit(tmp_path, caplog):
     fleurs_tsv(tmp_path, "ast_es", "train", [(1, "1.wav", "Llarga.", 1.5), (2, "2.wav", "Curtia.", 0.3),
                                              (3, "3.wav", "Otra.", 0.4), (4, "4.wav", "   ", 0.4)])
-    with caplog.at_level(logging.INFO, logger="cl_asr.data.real_corpora"):
+    with caplog.at_level(logging.INFO, logger="cl_asr.data.corpora"):
         ds = load_fleurs("ast_es", "train", data_dir=str(tmp_path), limit=2, max_seconds=1.0)
     assert list(ds["id"]) == ["fleurs/ast_es/train/2", "fleurs/ast_es/train/3"]  # row 4 (empty) is never used
     assert "1 utterances longer than 1 s left out" in caplog.text
@@ -119,7 +119,7 @@ def test_fleurs_parquet_resamples_downmixes_and_decodes_only_the_selected_rows(t
         (8, "a2.wav", "Otu frazi.", encoded(0.25, 16_000, fmt="WAV")),
         (9, "z9.wav", "Ka ta lidu.", b"this is no audio file at all"),  # sorts last
     ])
-    with caplog.at_level(logging.INFO, logger="cl_asr.data.real_corpora"):
+    with caplog.at_level(logging.INFO, logger="cl_asr.data.corpora"):
         ds = load_fleurs("kea_sn", "test", data_dir=str(tmp_path), limit=2)  # never decodes z9
     check_shape(ds, 2, "kea")
     assert ds[0]["id"] == "fleurs/kea_sn/test/a1" and ds[0]["text"] == "Kel li é un frazi."
@@ -193,7 +193,7 @@ def test_common_voice_mp3_at_48k_is_resampled(tmp_path, caplog):
         ("c2", "common_voice_rw_2.mp3", 'Muraho "neza"', 0.6),  # quotes are plain characters in CV TSVs
         ("c1", "common_voice_rw_1.mp3", "Amakuru?", 0.4),
     ])
-    with caplog.at_level(logging.INFO, logger="cl_asr.data.real_corpora"):
+    with caplog.at_level(logging.INFO, logger="cl_asr.data.corpora"):
         ds = load_common_voice(str(tmp_path), "rw", "test")
     check_shape(ds, 2, "rw")
     assert list(ds["id"]) == ["cv/rw/test/common_voice_rw_1", "cv/rw/test/common_voice_rw_2"]

@@ -1,7 +1,7 @@
 """Scenarios on real speech corpora (FLEURS, Common Voice, MLS, ASCEND, LibriSpeech-format directories).
 
 A scenario file lists the preservation sets (`base_languages`) and the experiences as set specs: which loader
-of cl_asr.data.real_corpora reads it, with which arguments, which splits give the training and test sets, the
+of cl_asr.data.corpora reads it, with which arguments, which splits give the training and test sets, the
 language token it is decoded with, and an optional row filter. Data is touched only in `build()`, so a scenario
 file loads (and can be listed and checked) without the data present.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..backbones.offline import WHISPER_LANGUAGES
-from ..data.real_corpora import LOADERS, MissingDataError
+from ..data.corpora import LOADERS, MissingDataError
 from ..methods.base import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
 from .lid_choice import choose_decode_language

@@ -29,7 +29,7 @@ import numpy as np
 from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.mixing import MixSpec, mix
-from ..data.real_corpora import CorpusError, MissingDataError, load_librispeech_dir
+from ..data.corpora import CorpusError, MissingDataError, load_librispeech_dir
 from ..data.text_bank import available_languages, split_sentences
 from ..data.tts import SAMPLE_RATE, Voice
 from ..methods.base import Target
