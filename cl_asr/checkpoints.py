@@ -95,13 +95,15 @@ def save_checkpoint(path: Path, method, done_steps: list[int], rows: list[dict],
             tmp.unlink()
 
 
-def load_checkpoint(path: Path, device: torch.device, pristine: torch.nn.Module, tokenizer) -> tuple[dict, dict[int, str]]:
-    """The checkpoint with what it left out filled in (backbone parameters from `pristine`, the tokenizer), and
-    the method-parameter -> backbone-name map for the next save."""
+def load_checkpoint(path: Path, device: torch.device, pristine: torch.nn.Module, tokenizer, features_of=None
+                    ) -> tuple[dict, dict[int, str]]:
+    """The checkpoint with what it left out filled in (backbone parameters from `pristine`, the tokenizer, the
+    feature function), and the method-parameter -> backbone-name map for the next save."""
     import dill
 
     ckpt = torch.load(path, pickle_module=dill, map_location=device, weights_only=False)
     ckpt["method"].tokenizer = tokenizer
+    ckpt["method"].features_of = features_of
     reference = dict(pristine.named_parameters())
     model = ckpt["method"].model
     pristine_of = {}

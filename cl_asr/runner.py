@@ -125,7 +125,7 @@ def resolve_precision(setting: str, device: torch.device) -> str:
 def evaluation_steps(method_cls, n_exp: int) -> list[int]:
     """Rows of the error matrix a strategy fills: -1 (before training) and after every experience; a joint
     strategy trains once on everything, so it has the first and the last row only."""
-    return [-1, n_exp - 1] if method_cls.joint else list(range(-1, n_exp))
+    return [-1, n_exp - 1] if method_cls.capabilities.joint else list(range(-1, n_exp))
 
 
 @dataclass
@@ -155,6 +155,10 @@ class Run:
     @property
     def main(self) -> bool:
         return self.run_dir.writer
+
+    def features_of(self, rows) -> torch.Tensor:
+        """Log-mel features of dataset rows (what strategies that look at audio before training are given)."""
+        return self.collator(list(rows))["input_features"]
 
 
 def run_benchmark(req: RunRequest) -> Path:
@@ -255,7 +259,7 @@ def run_strategy(run: Run, name: str, seed: int) -> None:
     release_memory(run.device)
     seed_everything(seed)
     method, book, done_steps, pristine_of = start_or_resume(run, name, seed, ckpt_path)
-    problem = method.problem_with(run.scenario) if method.trains else None
+    problem = method.problem_with(run.scenario) if method.capabilities.trains else None
     if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
         log(f"{name} cannot run on {run.scenario.name}: {problem}")
         run.run_dir.record(StrategyRun(name, seed, run.classes[name].description,
@@ -282,8 +286,8 @@ def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path) -> tuple:
     """(method, cost book, finished evaluation steps, pristine-parameter names): from the checkpoint of the last
     finished pass if there is one that matches the results files, else a fresh method on a copy of the backbone."""
     config = dataclasses.asdict(run.configs[name])
-    ckpt, pristine_of = load_checkpoint(ckpt_path, run.device, run.pristine, run.tokenizer) if ckpt_path.is_file() \
-        else (None, {})
+    ckpt, pristine_of = load_checkpoint(ckpt_path, run.device, run.pristine, run.tokenizer, run.features_of) \
+        if ckpt_path.is_file() else (None, {})
     if ckpt is not None and ckpt["book"]["config"] != config:
         raise ValueError(f"{run.run_dir.path}: the checkpoint of {name} (seed {seed}) was made with config "
                          f"{ckpt['book']['config']}, not the current {config}: use another --out directory")
@@ -291,9 +295,9 @@ def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path) -> tuple:
         ckpt = run.run_dir.resume_rows(name, seed, ckpt, run.rows_per_pass, len(run.scenario.evaluation_sets()))
     if ckpt is None:
         log(f"strategy {name} (seed {seed})")
-        method = run.classes[name](run.configs[name], copy.deepcopy(run.pristine), run.tokenizer, seed=seed)
+        method = run.classes[name](run.configs[name], copy.deepcopy(run.pristine), run.tokenizer, seed=seed,
+                                   base_languages=run.base_languages, features_of=run.features_of)
         pristine_of = pristine_names(method, run.pristine)
-        method.base_languages = run.base_languages
         method.setup()
         book = {"config": config, "train_seconds": [], "eval_seconds": 0.0, "trainable": 0,
                 "decodes": {"computed": 0, "reused": 0, "not_shareable": 0}, "peak_memory_mb": 0.0, "faults": [],
@@ -310,10 +314,11 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
              pristine_of: dict, mem: PeakMemory) -> None:
     """Train on experience `step` (none for step -1), evaluate every set, checkpoint, append the rows."""
     method = strategy.method
-    if step >= 0 and method.trains:
+    joint = method.capabilities.joint
+    if step >= 0 and method.capabilities.trains:
         n_faults = len(strategy.faults)
         t0 = time.perf_counter()
-        strategy.train(run.scenario.joint_train_experience() if method.joint
+        strategy.train(run.scenario.joint_train_experience() if joint
                        else run.scenario.benchmark.train_stream[step])
         book["train_seconds"].append(time.perf_counter() - t0)
         for fault in strategy.faults[n_faults:]:
@@ -333,7 +338,7 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
             run.run_dir.checkpoint(name, seed), method, done_steps, rows, preds, book, run.pristine, pristine_of))
         run.run_dir.append(rows, preds)
     summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == run.scenario.metric)
-    after = "all experiences at once" if method.joint else run.scenario.experience_names[step]
+    after = "all experiences at once" if joint else run.scenario.experience_names[step]
     log(f"  {name} after {'no training' if step < 0 else after}: {run.scenario.metric} {summary}")
 
 
@@ -350,5 +355,5 @@ def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, m
         eval_seconds=round(book["eval_seconds"], 2),
         peak_memory_mb=round(max(book["peak_memory_mb"], *distributed.gather_objects(mem.peak_mb)), 1),
         processes=run.processes.world if run.processes else None, decodes=book["decodes"],
-        eval_routing=getattr(run.configs[name], "eval_routing", None), joint=run.classes[name].joint,
+        eval_routing=getattr(run.configs[name], "eval_routing", None), joint=run.classes[name].capabilities.joint,
         info=method.info(), training_faults=strategy.faults)

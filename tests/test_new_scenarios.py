@@ -118,8 +118,7 @@ def test_ts_prompt_conditions_on_the_speaker_and_trains_only_its_prompts(tiny):
     dec = torch.tensor([[50258, 50259, 50359, 50363, 400, 500]] * 2)
     for _ in range(2):
         opt.zero_grad()
-        method.observe_batch({"enrolment": spk})
-        with method.route(TRAIN) as route:
+        with method.route(TRAIN, {"enrolment": spk}) as route:
             assert len(route.decoder_prefix) == 1 + L + 1  # <|startofprev|>, the speaker vector, L prompts
             prefix = torch.tensor([route.decoder_prefix] * 2)
             labels = torch.cat([torch.full((2, prefix.shape[1] + 3), -100), torch.tensor([[400, 500, 50257]] * 2)], 1)
@@ -127,13 +126,12 @@ def test_ts_prompt_conditions_on_the_speaker_and_trains_only_its_prompts(tiny):
         opt.step()
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # the backbone is frozen
     # after training, the same audio with two different speakers gives different encoder outputs
-    method.observe_batch({"enrolment": spk})
-    with method.route(TRAIN):
+    with method.route(TRAIN, {"enrolment": spk}):
         out = model.model.encoder(torch.stack([feats[0], feats[0]])).last_hidden_state
     assert not torch.allclose(out[0], out[1])
-    method.observe_batch({})
+    assert method.capabilities.conditioning == ("enrolment",)  # the loop hands each batch's embeddings to route
     with pytest.raises(ValueError, match="enrolment"):
-        with method.route(TRAIN):
+        with method.route(TRAIN, {"enrolment": None}):
             pass
 
 
@@ -196,6 +194,7 @@ def test_code_switching_micro_benchmark(tmp_path):
     parts = df[df.metric.str.startswith("mer")].pivot_table(index=["strategy", "trained_through", "eval_on"],
                                                             columns="metric", values="edits", aggfunc="first")
     cs = parts.dropna(subset=["mer_en"])
+    assert len(cs) == 2 * 4 * 3  # strategies x rows of the matrix x code-switched sets: every cell has its parts
     assert (cs[["mer_es", "mer_de", "mer_zh"]].fillna(0).sum(axis=1) + cs.mer_en == cs.mer).all()
     md = (out / "report.md").read_text()
     assert "## Other metrics after the last experience" in md and "MER on the zh part" in md
@@ -208,7 +207,7 @@ def test_speakers_micro_benchmark_with_ts_prompt(tmp_path):
     assert set(df.strategy) == {"zero_shot", "spt_entire", "ts_prompt"}
     assert len(df[df.strategy == "ts_prompt"]) == 4 * 4 * 2  # 4 rows x 4 sets x (wer, cer)
     runs = {r["strategy"]: r for r in meta["strategy_runs"]}
-    assert not any(r.get("failure") for r in runs.values())
+    assert set(runs) == {"zero_shot", "spt_entire", "ts_prompt"} and not any(r.get("failure") for r in runs.values())
 
 
 def test_text_domains_micro_benchmark_with_text_spt(tmp_path):

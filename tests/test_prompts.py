@@ -130,7 +130,12 @@ def test_decoder_prompts_start_from_the_experiences_transcripts(tiny, tiny_model
 
     vocab = make("spt_decoder", copy.deepcopy(tiny_model), tiny.tokenizer, L=6, init="vocab")
     vocab.before_experience(TRAIN0, rows)
-    assert not torch.equal(vocab.prompt_sets["0"].raw["decoder_0"].detach(), prompt)
+    random_tokens = vocab.prompt_sets["0"].raw["decoder_0"].detach()
+    assert not torch.equal(random_tokens, prompt)
+    # every row is the embedding of some text token (ids below <|endoftext|>), none of a special token
+    eot = tiny.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    same = (random_tokens[:, None, :] == emb.detach()[None, :, :]).all(-1)  # [L, vocabulary]
+    assert same[:, :eot].any(1).all() and not same[:, eot:].any()
 
 
 def test_encoder_prompts_start_as_the_encoders_own_silence_frames(tiny, tiny_model):

@@ -6,8 +6,9 @@ at another commit, compared byte for byte.
     python tools/micro_runs.py against COMMIT             # both of the above, COMMIT checked out in a worktree
 
 Only results.jsonl and predictions.jsonl are compared: run.json holds timings, paths and the commit. The
-real-corpus scenarios (fleurs_unseen, cv_clmasr, mls, ascend, librimix) need local data and are covered by
-their fixture tests instead.
+real-corpus scenarios need data a user has; the corpus builder they share is run here as `fleurs_unseen` on a
+generated local copy in FLEURS' own layout (tones of different pitch, deterministic). cv_clmasr, mls, ascend and
+librimix use the same builder with other loaders, which their fixture tests cover.
 """
 from __future__ import annotations
 
@@ -18,13 +19,36 @@ import sys
 import tempfile
 from pathlib import Path
 
-SCENARIOS = ("languages", "code_switching", "speakers", "text_domains")
+SCENARIOS = ("languages", "code_switching", "speakers", "text_domains", "fleurs_unseen")
+FLEURS_CONFIGS = ("en_us", "de_de", "es_419", "ast_es", "ckb_iq", "kea_sn")
 COMPARED = ("results.jsonl", "predictions.jsonl")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def fleurs_fixture(root: Path) -> Path:
+    """A small local FLEURS copy (header-less TSV + audio/<split>/*.wav per config) for the fleurs_unseen micro run."""
+    import numpy as np
+    import soundfile as sf
+
+    for c, config in enumerate(FLEURS_CONFIGS):
+        for split in ("train", "test"):
+            lines = []
+            for i in range(5):
+                seconds, freq = 0.4 + 0.1 * i, 150.0 + 40 * c + 15 * i
+                t = np.arange(int(seconds * 16_000)) / 16_000
+                wav = root / config / "audio" / split / f"{c}{i}{len(split)}.wav"
+                wav.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(wav), (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16_000)
+                raw = f"Frase {config} {split} {i}."
+                lines.append(f"{100 * c + i}\t{wav.name}\t{raw}\t{raw.lower().strip('.')}\t{' '.join(raw.lower())} |"
+                             f"\t{len(t)}\tFEMALE")
+            (root / config / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
 def run_all(checkout: Path, out: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(checkout)}  # the checkout's package, not the installed one
+    env["FLEURS_DIR"] = str(fleurs_fixture(out / "fleurs_data"))
     for scenario in SCENARIOS:
         cmd = [sys.executable, str(checkout / "run_suite.py"), "run", "--scenario", scenario, "--strategies", "all",
                "--profile", "micro", "--out", str(out / scenario), "--no-progress", "--no-report"]

@@ -88,6 +88,11 @@ class Decoding:
         with self.autocast():
             return self.encoder_cache.encode(self.model, feats)
 
+    def conditioning(self, batch: dict) -> dict | None:
+        """The batch columns the method conditions on per utterance (its `capabilities.conditioning`)."""
+        columns = self.method.capabilities.conditioning
+        return {c: batch.get(c) for c in columns} if columns else None
+
     def memo_key(self, target: Target) -> tuple:
         return self.memo_key_and_shareable(target)[0]
 
@@ -112,7 +117,8 @@ class Decoding:
         reading the weights, so a batch of 72 rows costs about as much as one of 12 (measured: 6 x 12 rows took
         2.0x as long as 1 x 72). Rows are sorted by audio length so a batch's rows end at similar steps."""
         m = type(self.method)
-        if m.route is not Method.route or m.route_batch is not Method.route_batch or len(experiences) < 2:
+        if m.route is not Method.route or m.route_batch is not Method.route_batch or m.capabilities.conditioning \
+                or len(experiences) < 2:
             return {}
         pending = []  # (key, target, rows)
         for exp in experiences:
@@ -137,7 +143,6 @@ class Decoding:
             batch = self.collator([flat[i][1] for i in chosen])
             feats = batch["input_features"].to(self.device)
             languages = [pending[flat[i][0]][1].decode_language for i in chosen]
-            self.method.observe_batch(batch)
             with self.autocast(), torch.inference_mode():
                 out = self.model.generate(**self._audio_inputs(feats), language=languages, task="transcribe",
                                           max_new_tokens=self.max_new_tokens)
@@ -209,10 +214,8 @@ class Decoding:
         hyps: list[str] = [""] * feats.shape[0]
         routes: list[str | None] = [None] * feats.shape[0]
         oracle = None
-        for group in self.method.route_batch(target, feats):
+        for group in self.method.route_batch(target, feats, self.conditioning(self.mbatch)):
             oracle = group.oracle
-            self.method.observe_batch({k: (v[group.rows] if torch.is_tensor(v) else [v[i] for i in group.rows])
-                                       for k, v in self.mbatch.items()})
             with group.route as route, self.autocast():
                 prompt_ids = torch.tensor(route.decoder_prefix, device=self.device) if route.decoder_prefix else None
                 out = self.model.generate(

@@ -102,7 +102,6 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
         self.processes = distributed.current()  # None: this process does all the work
         for m in method.extra_modules():
             m.to(device)
-        method.features_of = lambda rows: collator(list(rows))["input_features"]
         # The optimiser is rebuilt for every experience (make_optimizer); Avalanche wants one up front.
         placeholder = torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
         super().__init__(
@@ -138,14 +137,16 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
     def _before_training_exp(self, **kwargs):
         # First: the method may create (and initialise from the data) the parameters to optimise.
         data = self.experience.dataset
-        self._phase = self.method.phase_for_epoch(0, self.train_epochs)
-        self.method.set_phase(self._phase)
+        self._phase = self.method.phase_for_epoch(0, self.train_epochs) if self.method.capabilities.phases else None
+        if self._phase is not None:
+            self.method.set_phase(self._phase)
         self.method.before_experience(self.target, [data[i] for i in range(len(data))])
         self._stop_training = False  # a previous experience may have been ended by non-finite losses
         super()._before_training_exp(**kwargs)
 
     def _before_training_epoch(self, **kwargs):
-        phase = self.method.phase_for_epoch(self.clock.train_exp_epochs, self.train_epochs)
+        phases = self.method.capabilities.phases
+        phase = self.method.phase_for_epoch(self.clock.train_exp_epochs, self.train_epochs) if phases else None
         if phase != self._phase:  # a two-step method's next step trains other parameters: fresh optimiser
             self.method.set_phase(phase)
             self.make_optimizer()
@@ -180,8 +181,7 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
 
     # -- one training step -------------------------------------------------------------------------------
     def forward(self):
-        self.method.observe_batch(self.mbatch)
-        with self.method.route(self.target) as route:
+        with self.method.route(self.target, self.conditioning(self.mbatch)) as route:
             ids, labels = with_prefix(self.mbatch["decoder_input_ids"], self.mbatch["labels"], route.decoder_prefix)
             feats = self.mbatch["input_features"]
             if feats is None:  # text-only batch: the decoder attends to the method's stand-in for audio
@@ -193,7 +193,7 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
             self.step_inputs = StepInputs(self.target, plain, ids, labels)
             inputs = (self._cached_decoder_inputs(feats) if feats is not None else None) or plain
             with self.autocast():
-                if self.method.needs_logits:
+                if self.method.capabilities.full_logits:
                     return self.model(**inputs, decoder_input_ids=ids, labels=labels)
                 return self._loss_at_labels(inputs, ids, labels)
 

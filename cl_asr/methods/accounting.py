@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from .base import METHODS, Target
+from ..core import Target
+from .base import METHODS
 
 
 def trainable_count(name: str, model, tokenizer) -> int:
@@ -12,7 +13,7 @@ def trainable_count(name: str, model, tokenizer) -> int:
 
     method = METHODS.get(name)(method_config(name), copy.deepcopy(model), tokenizer)
     method.setup()
-    if not method.trains:
+    if not method.capabilities.trains:
         return 0
     first = Target("train", 0, "xx", "xx", "en")
     method.before_experience(first, [])

@@ -15,7 +15,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from .base import Route, SetRoutedConfig, SetRoutedMethod, Target, freeze, register_method
+from ..core import Route, Target
+from .base import SetRoutedConfig, SetRoutedMethod, freeze, register_method
 
 
 @dataclass
@@ -107,7 +108,7 @@ class BottleneckAdapters(SetRoutedMethod):
         return key in self.adapter_sets
 
     @contextmanager
-    def activate(self, key: str | None):
+    def activate(self, key: str | None, conditioning: dict | None = None):
         self.active = self.adapter_sets[key] if key is not None else None
         if self.active is not None:
             modules = dict(self.model.named_modules())

@@ -68,26 +68,43 @@ class MethodConfig:
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a strategy declares about itself (class attribute `capabilities`); the loop and the runner read
+    these, never the strategy's name."""
+
+    trains: bool = True  # False: never trained (zero_shot); the runner only evaluates it
+    joint: bool = False  # trained once on all experiences together: the joint reference (intransigence)
+    # a plugin reads the model's logits at every position (LwF distils them); otherwise the training loss
+    # projects only the labelled positions onto the vocabulary
+    full_logits: bool = False
+    # batch columns the strategy conditions on per utterance; the loop hands them to `route(target, conditioning)`
+    # (target-speaker prompts: "enrolment", the speaker embedding)
+    conditioning: tuple[str, ...] = ()
+    # a multi-step method's steps, in order (text_spt: "prompt", then "decoder"): the loop asks
+    # `phase_for_epoch` which step an epoch belongs to and, when it changes, calls `set_phase` and rebuilds the
+    # optimiser over the new `trainable_parameters()`
+    phases: tuple[str, ...] = ()
+
+
 class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     config_class: ClassVar[type] = MethodConfig
-    trains: ClassVar[bool] = True  # False for zero_shot: the runner skips training entirely
-    joint: ClassVar[bool] = False  # True: trained once on all experiences together (the joint reference)
-    # True when a plugin reads the model's logits at every position (LwF distils them); otherwise the training
-    # loss projects only the labelled positions onto the vocabulary.
-    needs_logits: ClassVar[bool] = False
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
-    def __init__(self, config, model: nn.Module, tokenizer, seed: int = 0):
+    def __init__(self, config, model: nn.Module, tokenizer, seed: int = 0, *, base_languages: Sequence[str] = (),
+                 features_of: Callable[[Sequence[dict]], torch.Tensor] | None = None):
+        """Everything a strategy needs, given here: its config, its copy of the backbone, the tokenizer, the
+        seed, the scenario's base languages (Whisper codes; their sets are decoded by the plain backbone) and a
+        function from dataset rows to log-mel features (for methods that look at audio before training)."""
         self.config = config
         self.model = model
         self.tokenizer = tokenizer
         self.seed = seed
-        self.experiences_trained = 0  # how many experiences have finished training
-        # Set by the runner / template: the scenario's base languages (Whisper codes) and a function that turns
-        # dataset rows into log-mel features (methods that look at audio before training need it).
-        self.base_languages: tuple[str, ...] = ()
-        self.features_of: Callable[[Sequence[dict]], torch.Tensor] | None = None
+        self.base_languages: tuple[str, ...] = tuple(base_languages)
+        self.features_of = features_of
+        self.experiences_trained = 0  # how many experiences have finished training (counted by end_experience)
 
     # -- what a strategy defines -------------------------------------------------------------------------
     def setup(self) -> None:
@@ -118,15 +135,17 @@ class Method:
         self.experiences_trained += 1
 
     @contextmanager
-    def route(self, target: Target) -> Iterator[Route]:
-        """Activate whatever serves `target` (e.g. its prompt set) for the duration of the block."""
+    def route(self, target: Target, conditioning: dict | None = None) -> Iterator[Route]:
+        """Activate whatever serves `target` (e.g. its prompt set) for the duration of the block; `conditioning`
+        holds the batch's columns named in `capabilities.conditioning`."""
         yield Route()
 
-    def route_batch(self, target: Target, input_features: torch.Tensor) -> list["RouteGroup"]:
+    def route_batch(self, target: Target, input_features: torch.Tensor,
+                    conditioning: dict | None = None) -> list["RouteGroup"]:
         """How to decode a batch of `target`: groups of rows, each with its route. One group unless the method
         routes utterance by utterance (language-ID routing)."""
         n = input_features.shape[0]
-        return [RouteGroup(list(range(n)), self.route(target), [None] * n, None)]
+        return [RouteGroup(list(range(n)), self.route(target, conditioning), [None] * n, None)]
 
     def plugins(self) -> list:
         """Avalanche plugins the method needs during training (replay buffer, EWC penalty, distillation)."""
@@ -153,17 +172,12 @@ class Method:
         d = self.model.model.config.d_model
         return torch.zeros(batch_size, 1, d, device=device, dtype=dtype)
 
-    def observe_batch(self, batch: dict) -> None:
-        """Called with every batch (or the rows of a routing group) before its forward pass or decoding: a
-        method conditioned per utterance (e.g. on a speaker embedding) takes what it needs here."""
-
     def phase_for_epoch(self, epoch: int, epochs: int) -> str | None:
-        """Training phase of epoch `epoch` (0-based) of `epochs`; when it changes, the optimiser is rebuilt
-        over the new `trainable_parameters()` (two-step methods such as text_spt)."""
+        """With `capabilities.phases`: the step epoch `epoch` (0-based) of `epochs` belongs to."""
         return None
 
     def set_phase(self, phase: str | None) -> None:
-        pass
+        """With `capabilities.phases`: training enters step `phase` (None: the experience is over)."""
 
     def routes_per_row(self, target: Target) -> bool:
         """True when rows of one set may be decoded under different routes (`route_batch` makes several
@@ -221,15 +235,16 @@ A method with one parameter set per experience (or one shared set), chosen at ev
 
     config_class: ClassVar[type] = SetRoutedConfig
 
-    def __init__(self, config, model, tokenizer, seed: int = 0):
-        super().__init__(config, model, tokenizer, seed)
+    def __init__(self, config, model, tokenizer, seed: int = 0, **context):
+        super().__init__(config, model, tokenizer, seed, **context)
         self.lid_profiles: dict[int, torch.Tensor] = {}  # experience index -> mean LID distribution
 
     # -- what subclasses define ----------------------------------------------------------------------------
     def set_key(self, index: int) -> str:
         return "shared" if getattr(self.config, "mode", "separate") == "shared" else str(index)
 
-    def activate(self, key: str | None) -> AbstractContextManager[Route]:
+    def activate(self, key: str | None, conditioning: dict | None = None) -> AbstractContextManager[Route]:
+        """Make set `key` serve (None: the plain backbone) for the duration of the block."""
         raise NotImplementedError
 
     def _set_exists(self, key: str) -> bool:
@@ -248,8 +263,8 @@ A method with one parameter set per experience (or one shared set), chosen at ev
         learned = target.index < self.experiences_trained or self.set_key(0) == "shared"
         return key if learned and self._set_exists(key) else None
 
-    def route(self, target: Target):
-        return self.activate(self.oracle_key(target))
+    def route(self, target: Target, conditioning: dict | None = None):
+        return self.activate(self.oracle_key(target), conditioning)
 
     # -- language-ID routing ------------------------------------------------------------------------------
     def record_lid_profile(self, index: int, rows: Sequence[dict]) -> None:
@@ -281,11 +296,12 @@ A method with one parameter set per experience (or one shared set), chosen at ev
                 out.append((self.set_key(index), profile))
         return out
 
-    def route_batch(self, target: Target, input_features: torch.Tensor) -> list[RouteGroup]:
+    def route_batch(self, target: Target, input_features: torch.Tensor,
+                    conditioning: dict | None = None) -> list[RouteGroup]:
         oracle = self.oracle_key(target)
         n = input_features.shape[0]
         if target.stream == "train" or getattr(self.config, "eval_routing", "oracle") == "oracle":
-            return [RouteGroup(list(range(n)), self.activate(oracle), [oracle] * n, oracle)]
+            return [RouteGroup(list(range(n)), self.activate(oracle, conditioning), [oracle] * n, oracle)]
         candidates = self.lid_candidates()
         if not candidates:
             raise RuntimeError(f"{self.name}: eval_routing 'lid' needs base languages or learned experiences")
@@ -296,8 +312,15 @@ A method with one parameter set per experience (or one shared set), chosen at ev
         groups = []
         for key in dict.fromkeys(chosen):  # first-seen order, deterministic
             rows = [i for i, k in enumerate(chosen) if k == key]
-            groups.append(RouteGroup(rows, self.activate(key), [key] * len(rows), oracle))
+            groups.append(RouteGroup(rows, self.activate(key, rows_of(conditioning, rows)), [key] * len(rows), oracle))
         return groups
+
+
+def rows_of(conditioning: dict | None, rows: list[int]) -> dict | None:
+    """The conditioning columns of some rows of a batch."""
+    if conditioning is None:
+        return None
+    return {k: v[rows] if torch.is_tensor(v) else [v[i] for i in rows] for k, v in conditioning.items()}
 
 
 def freeze(model: nn.Module) -> None:

@@ -14,7 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .base import Route, SetRoutedConfig, SetRoutedMethod, Target, freeze, register_method
+from ..core import Route, Target
+from .base import SetRoutedConfig, SetRoutedMethod, freeze, register_method
 
 
 @dataclass
@@ -99,7 +100,7 @@ class LoRA(SetRoutedMethod):
         return key in self.adapters
 
     @contextmanager
-    def activate(self, key: str | None):
+    def activate(self, key: str | None, conditioning: dict | None = None):
         if self.lora is None:
             yield Route()
             return

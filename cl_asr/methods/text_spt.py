@@ -20,7 +20,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from .base import Method, MethodConfig, Target, freeze, register_method
+from ..core import Target
+from .base import Capabilities, Method, MethodConfig, freeze, register_method
 from .prompts.engine import silence_log_mel
 
 
@@ -47,6 +48,7 @@ class TextSoftPrompt(Method):
     description = ("two-step text-only adaptation (text-only SPT arXiv 2412.06967): learn a pseudo-audio "
                    "soft prompt from domain text, then fine-tune the decoder conditioned on it")
     config_class = TextSPTConfig
+    capabilities = Capabilities(phases=("prompt", "decoder"))  # step 1 learns the prompt, step 2 the decoder
 
     def setup(self) -> None:
         freeze(self.model)

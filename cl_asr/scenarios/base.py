@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..methods.base import Target
+from ..core import Target
 from ..registry import Registry
 
 BUILDERS: Registry[type["ScenarioBuilder"]] = Registry("scenario builder")

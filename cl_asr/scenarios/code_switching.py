@@ -20,7 +20,7 @@ from ..data.code_switch_text import PAIRS, code_switched_sentences, sentence_tex
 from ..data.corpus import ESPEAK_VOICE, CorpusSpec, synthesize_corpus
 from ..data.text_bank import split_sentences
 from ..data.tts import Voice
-from ..methods.base import Target
+from ..core import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
 from .languages import VoiceConfig
 

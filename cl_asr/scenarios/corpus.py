@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpora import LOADERS, MissingDataError
-from ..methods.base import Target
+from ..core import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
 from .lid_choice import choose_decode_language
 

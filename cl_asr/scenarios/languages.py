@@ -17,7 +17,7 @@ from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.text_bank import available_languages, split_sentences
 from ..data.tts import Voice
-from ..methods.base import Target
+from ..core import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
 from .lid_choice import choose_decode_language
 

@@ -32,7 +32,7 @@ from ..data.mixing import MixSpec, mix
 from ..data.corpora import CorpusError, MissingDataError, load_librispeech_dir
 from ..data.text_bank import available_languages, split_sentences
 from ..data.tts import SAMPLE_RATE, Voice
-from ..methods.base import Target
+from ..core import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
 from .corpus import expand_arg
 from .languages import VoiceConfig

@@ -16,7 +16,7 @@ from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.domain_text import DOMAINS, domain_sentences
 from ..data.text_bank import split_sentences
 from ..data.tts import Voice
-from ..methods.base import Target
+from ..core import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
 from .languages import VoiceConfig
 

@@ -9,7 +9,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from ...cl.collate import IGNORE
-from ..base import MethodConfig, register_method
+from ..base import Capabilities, MethodConfig, register_method
 from ..fft import FullFineTuning
 
 
@@ -58,7 +58,7 @@ class DistillationPlugin(SupervisedPlugin, supports_distributed=True):
 class LwF(FullFineTuning):
     description = "full fine-tuning with learning-without-forgetting distillation from the previous model"
     config_class = LwFConfig
-    needs_logits = True  # the distillation plugin compares logits at every position
+    capabilities = Capabilities(full_logits=True)  # the distillation plugin compares logits at every position
 
     def setup(self) -> None:
         super().setup()

@@ -29,8 +29,8 @@ from typing import ClassVar, Literal, Sequence
 import torch
 from torch import nn
 
-from ...core import HiddenStatesPreHook
-from ..base import Route, SetRoutedConfig, SetRoutedMethod, Target, freeze
+from ...core import HiddenStatesPreHook, Route, Target
+from ..base import SetRoutedConfig, SetRoutedMethod, freeze
 
 PLACEHOLDER_TOKEN = "<|startoflm|>"  # never produced by Whisper's decoding; only marks prompt positions
 PREV_TOKEN = "<|startofprev|>"
@@ -426,7 +426,7 @@ class SoftPromptMethod(SetRoutedMethod):
         return key in self.prompt_sets
 
     @contextmanager
-    def activate(self, key: str | None):
+    def activate(self, key: str | None, conditioning: dict | None = None):
         ps = self.prompt_sets[key] if key is not None else None
         self.injector.active = ps.materialise() if ps is not None else None
         try:

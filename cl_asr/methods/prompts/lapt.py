@@ -19,7 +19,8 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from ..base import Route, Target, register_method
+from ...core import Route, Target
+from ..base import register_method
 from .engine import PromptSet, SoftPromptConfig, SoftPromptMethod, default
 
 @dataclass
@@ -138,7 +139,7 @@ class LanguageAwarePrompt(SoftPromptMethod):
         return key in self.languages
 
     @contextmanager
-    def activate(self, key: str | None):
+    def activate(self, key: str | None, conditioning: dict | None = None):
         if key is None:
             self.injector.active = None
         else:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..base import Route, Target, register_method
+from ...core import Route, Target
+from ..base import Capabilities, register_method
 from .engine import PromptSet, SoftPromptConfig, SoftPromptMethod, default
 
 
@@ -66,34 +67,32 @@ class TargetSpeakerPrompt(SoftPromptMethod):
     description = ("target-speaker prompts: the projected enrolment speaker embedding joins soft prompts in "
                    "encoder and decoder (TS-Whisper arXiv 2312.08079), frozen backbone")
     config_class = TSPromptConfig
+    capabilities = Capabilities(conditioning=("enrolment",))  # each row's target-speaker embedding
 
     def setup(self) -> None:
         if self.config.input_frames:
             raise ValueError("ts_prompt: input_frames is not supported (the speaker vector joins encoder-layer "
                              "and decoder prompts)")
         super().setup()
-        self.speaker: torch.Tensor | None = None
 
     def _new_prompt_set(self, target: Target, texts):
         return SpeakerPromptSet(super()._new_prompt_set(target, texts), self.config.speaker_dim).to(
             next(self.model.parameters()).device)
 
-    def observe_batch(self, batch: dict) -> None:
-        self.speaker = batch.get("enrolment")
-
     @contextmanager
-    def activate(self, key: str | None):
+    def activate(self, key: str | None, conditioning: dict | None = None):
         if key is None:
             with super().activate(None) as route:
                 yield route
             return
-        if self.speaker is None:
+        speaker = (conditioning or {}).get("enrolment")
+        if speaker is None:
             raise ValueError("ts_prompt needs each utterance's target-speaker embedding (an `enrolment` column); "
                              "this scenario has none: use a target-speaker scenario such as `speakers`")
-        if self.speaker.shape[-1] != self.config.speaker_dim:
-            raise ValueError(f"ts_prompt: enrolment embeddings have {self.speaker.shape[-1]} dimensions, "
+        if speaker.shape[-1] != self.config.speaker_dim:
+            raise ValueError(f"ts_prompt: enrolment embeddings have {speaker.shape[-1]} dimensions, "
                              f"speaker_dim is {self.config.speaker_dim}")
-        self.injector.active = self.prompt_sets[key].materialise(self.speaker)
+        self.injector.active = self.prompt_sets[key].materialise(speaker)
         try:
             yield Route(decoder_prefix=self.injector.decoder_prefix(self.config.prompt_length + 1))
         finally:
