@@ -138,7 +138,11 @@ def test_summary_and_report_files(micro_run):
     assert (by.loc[FROZEN, "base_error_delta"] == 0).all()
     assert by.loc[FROZEN, "routing"].eq("oracle").all() and by.loc[FROZEN, "routing_accuracy"].eq(1.0).all()
     joint = by.loc["joint"]  # the joint reference: final error defined, the sequential metrics not
-    assert joint.avg_error >= 0 and pd.isna(joint.forgetting) and pd.isna(joint.intransigence)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    final = [r["value"] for r in rows if r["strategy"] == "joint" and r["stream"] == "test" and r["metric"] == "cer"
+             and r["trained_through"] == max(x["trained_through"] for x in rows)]
+    assert len(final) == 3 and joint.avg_error == pytest.approx(sum(final) / 3)  # mean final error over experiences
+    assert pd.isna(joint.forgetting) and pd.isna(joint.intransigence)
     assert by.drop(index="joint").intransigence.notna().all()
 
     md = (out / "report.md").read_text()

@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 
 from cl_asr.config import ConfigError, from_dict, load_yaml
-from cl_asr.data.corpora import common as corpora_common
 from cl_asr.data.corpora import CorpusError, MissingDataError
+from cl_asr.data.corpora import common as corpora_common
 from cl_asr.data.speaker import EMBEDDING_DIM, speaker_embedding
 from cl_asr.data.tts import Voice, synthesize
 from cl_asr.scenarios import load_scenario_builder, scenario_path

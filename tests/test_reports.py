@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cl_asr.metrics.continual import continual_metrics, continual_metrics_batch
+from cl_asr.report import write_report
 from cl_asr.report.stats import Bootstrap, DifferentTestSets
 from helpers import run_suite as cli
 
@@ -90,6 +91,98 @@ def test_different_test_sets_are_refused_by_name():
     rows[-1] = {**rows[-1], "refs": [r + " changed" for r in rows[-1]["refs"]]}  # n's base set z differs
     with pytest.raises(DifferentTestSets, match="test set 'z': n was evaluated on different reference transcripts"):
         boot(rows)
+
+
+# -- the joint reference: the strategy run.json flags `joint: true`, whatever its name -----------------------
+SEQUENTIAL = {-1: {"a": 8, "b": 8, "z": 1}, 0: {"a": 2, "b": 7, "z": 1}, 1: {"a": 4, "b": 3, "z": 2}}
+JOINT_TRAINED = {-1: {"a": 8, "b": 8, "z": 1}, 1: {"a": 1, "b": 2, "z": 1}}  # first and last rows only
+OTHER_SEQUENTIAL = {-1: {"a": 8, "b": 8, "z": 1}, 0: {"a": 5, "b": 8, "z": 1}, 1: {"a": 6, "b": 5, "z": 3}}
+
+
+def toy_run(out, strategies):
+    """A run directory of a 2-experience scenario (sets a, b; base set z) written by hand: strategies are
+    (name, joint flag, edits per utterance by step and set), 20 utterances of 10 characters per set."""
+    out.mkdir()
+    meta = {"metric": "cer", "experiences": ["a", "b"], "preservation": ["z"],
+            "config": {"scenario": "toy", "profile": "micro", "backbone": "tiny:random", "seeds": [0],
+                       "profile_config": {"encoder_window_seconds": 10, "epochs": 1, "batch_size": 2,
+                                          "max_new_tokens": 6}},
+            "strategy_runs": [{"strategy": name, "seed": 0, "description": "", "config": {}, "joint": joint,
+                               "trainable_params": 10, "stored_params_per_experience": 10, "stored_bytes": 100,
+                               "train_seconds": 1.0, "eval_seconds": 1.0, "peak_memory_mb": 1.0,
+                               "decodes": {"computed": 1, "reused": 0}} for name, joint, _ in strategies]}
+    (out / "run.json").write_text(json.dumps(meta))
+    predictions, results = [], []
+    for name, _, cells in strategies:
+        rows = [r for r in preds(name, 0, cells) if r["trained_through"] in cells]
+        for r in rows:
+            del r["system"]
+            edits, tokens = sum(r["edits"]["cer"]), sum(r["ref_tokens"]["cer"])
+            results.append({"scenario": "toy", "strategy": name, "seed": 0, "trained_through": r["trained_through"],
+                            "eval_on": r["eval_on"], "metric": "cer", "value": edits / tokens, "edits": edits,
+                            "ref_tokens": tokens, "n_utts": len(r["ids"]), "stream": r["stream"]})
+        predictions += rows
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in predictions))
+    write_report(out)
+    summary = pd.read_csv(out / "summary.csv").set_index("strategy")
+    intervals = pd.read_csv(out / "summary_intervals.csv").set_index(["strategy", "measure"])["mean"]
+    return summary, intervals
+
+
+def test_the_joint_reference_is_the_strategy_flagged_joint_whatever_its_name(tmp_path):
+    summary, intervals = toy_run(tmp_path / "run", [("seq", False, SEQUENTIAL),
+                                                    ("everything_at_once", True, JOINT_TRAINED)])
+    # R[0][0] = 0.2, R[1][1] = 0.3 against everything_at_once's final 0.1, 0.2
+    assert summary.loc["seq", "intransigence"] == pytest.approx(0.1)
+    assert intervals["seq", "intransigence"] == pytest.approx(0.1)
+    assert summary.loc["everything_at_once", "avg_error"] == pytest.approx(0.15)
+    assert np.isnan(summary.loc["everything_at_once", "forgetting"])  # a joint model: no sequential measures
+    assert np.isnan(intervals["everything_at_once", "intransigence"])
+
+
+def test_a_strategy_merely_named_joint_is_not_the_reference(tmp_path):
+    summary, intervals = toy_run(tmp_path / "alone", [("seq", False, SEQUENTIAL), ("joint", False, OTHER_SEQUENTIAL)])
+    assert summary.intransigence.isna().all() and np.isnan(intervals["seq", "intransigence"])  # no reference
+    # "joint" is measured as the sequential strategy it is: forgetting on the earlier experience a, 0.6 - 0.5
+    assert summary.loc["joint", "forgetting"] == pytest.approx(0.1)
+    assert intervals["joint", "forgetting"] == pytest.approx(0.1)
+
+    summary, intervals = toy_run(tmp_path / "both", [("seq", False, SEQUENTIAL), ("joint", False, OTHER_SEQUENTIAL),
+                                                     ("everything_at_once", True, JOINT_TRAINED)])
+    # against everything_at_once (0.1, 0.2), not against "joint"'s final row (0.6, 0.5), which would give -0.3
+    assert summary.loc["seq", "intransigence"] == pytest.approx(0.1)
+    assert intervals["seq", "intransigence"] == pytest.approx(0.1)
+    assert summary.loc["joint", "intransigence"] == pytest.approx(((0.5 - 0.1) + (0.5 - 0.2)) / 2)
+    assert intervals["joint", "intransigence"] == pytest.approx(((0.5 - 0.1) + (0.5 - 0.2)) / 2)
+
+
+def test_the_page_is_the_markdown_rendered_with_images_embedded_and_data_shown_as_is(tmp_path):
+    import base64
+    from io import BytesIO
+
+    from PIL import Image
+
+    from cl_asr.report.render import Block, to_html, to_markdown
+
+    Image.new("RGB", (3, 2), "white").save(tmp_path / "fig.png")
+    hyp = "<b>bold</b> *laughs* _x_ a|b [m](u) `c` \\ & zero_shot"
+    blocks = [Block("h1", "T"), Block("p", "- **a**: `x`\n- b"), Block("p", "one\ntwo"),
+              Block("table", pd.DataFrame([{"strategy": "zero_shot", "hypothesis": hyp, "x": 0.5, "n": 12345}])),
+              Block("img", "fig.png", "a <figure>"), Block("code", "x < y")]
+    md = to_markdown(blocks)
+    assert "| zero_shot | <b>bold</b> \\*laughs\\* \\_x\\_ a\\|b [m]\\(u) \\`c\\` \\\\ & zero_shot | 0.500 | 12,345 |" in md
+    page = to_html(blocks, tmp_path, "a <title>")
+    assert "<title>a &lt;title&gt;</title>" in page and "<h1>T</h1>" in page
+    assert "<ul>\n<li><strong>a</strong>: <code>x</code></li>\n<li>b</li>\n</ul>" in page
+    assert "<p>one\ntwo</p>" in page and "<pre><code>x &lt; y\n</code></pre>" in page
+    assert "<th>strategy</th>\n<th>hypothesis</th>\n<th>x</th>\n<th>n</th>" in page
+    # data is shown as it is: no tag, emphasis, link or code made of a transcript
+    assert "<td>&lt;b&gt;bold&lt;/b&gt; *laughs* _x_ a|b [m](u) `c` \\ &amp; zero_shot</td>" in page
+    sources = re.findall(r"<img alt='a &lt;figure&gt;' src='data:image/png;base64,([^']+)'>", page)
+    assert len(sources) == 1 and "fig.png" not in page
+    with Image.open(BytesIO(base64.b64decode(sources[0]))) as im:
+        assert im.size == (3, 2)
 
 
 # -- the CLI: several seeds, compare, refusal, the page ----------------------------------------------------
@@ -196,7 +289,9 @@ def test_report_page_in_headless_chromium(runs, tmp_path):
                 page.goto(page_path.as_uri(), wait_until="load")
                 images = page.evaluate(
                     "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
-                assert len(images) >= 6, images
+                # one per figure: final error, curves, forgetting, error vs parameters, pairwise differences,
+                # and an error matrix per strategy (3 in the run, 5 in the comparison)
+                assert len(images) == {"run": 5 + 3, "comparison": 5 + 5}[name], images
                 broken = [alt for alt, complete, w, h in images if not complete or w == 0 or h == 0]
                 assert not broken, f"images that did not decode: {broken}"
                 assert page.evaluate("document.querySelectorAll('table').length") >= 5

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from cl_asr.data.code_switch_text import PAIRS, code_switched_sentences, sentence_text
-from cl_asr.data.domain_text import DOMAINS, DomainSentence, domain_sentences
+from cl_asr.data.domain_text import DOMAINS, domain_sentences
 from cl_asr.data.text_bank import load_sentences, split_sentences
 
 CJK = re.compile(r"[\u3400-\u9fff]")
@@ -29,7 +29,7 @@ def test_code_switched_sentences_are_valid_and_deterministic(pair):
     texts = [sentence_text(s) for s in sentences]
     assert len(set(texts)) == len(texts)
     matrix, other = pair.split("-")
-    for segs, text in zip(sentences, texts):
+    for segs, text in zip(sentences, texts, strict=True):
         langs = [lang for lang, _ in segs]
         assert set(langs) == {matrix, other}, segs
         assert all(a != b for a, b in zip(langs, langs[1:])), segs
@@ -73,14 +73,16 @@ def test_domain_sentences_are_deterministic_and_entities_verbatim(domain):
     assert train == domain_sentences(domain, 200, "train")
     assert domain_sentences(domain, 20, "train") == train[:20]
     assert not {s.text for s in train} & {s.text for s in domain_sentences(domain, 300, "test")}
+    assert len(train) == 200 and len(test) == 100
     for s in train + test:
-        assert isinstance(s, DomainSentence)
         assert 1 <= len(s.entities) <= 3, s
         assert len(s.text.split()) <= 20, s
         assert s.text.isascii() and not DIGIT.search(s.text), s
-        for e in s.entities:
+        rest = s.text
+        for e in s.entities:  # verbatim and in order of appearance
             assert re.fullmatch(r"[A-Za-z]+( [A-Za-z]+)*", e), s
-            assert e in s.text, s
+            assert e in rest, s
+            rest = rest.split(e, 1)[1]
     # both splits draw on many distinct entities
     assert len({e for s in train for e in s.entities}) > 100
 

@@ -19,7 +19,7 @@ from .claims import check_claims, load_claims
 from .load import Run, check_comparable, load_run, run_labels
 from .render import Block, to_html, to_markdown
 from .stats import N_REPLICATES, Bootstrap, NoUtteranceCounts, PointEstimates
-from .tables import row_label, summary
+from .tables import joint_reference, row_label, summary
 
 ARROW = {True: "↑", False: "↓"}
 BETTER = {**HIGHER_IS_BETTER, "base_error": False}
@@ -93,10 +93,15 @@ def _facts(meta: dict) -> str:
         f"{' (uncommitted changes)' if git.get('dirty') else ''}; started {meta.get('started', '?')}",
     ]
     if settings.get("text_only_training"):
-        lines.append("- **Text-only training**: the training sets have no audio. The encoder gets no input and the "
-                     "decoder attends to one all-zero frame (the 'empty prompt'), so only decoder-side parameters "
-                     "learn: `fft` here is decoder fine-tuning on text without a prompt, the baseline `text_spt` "
-                     "is compared with; `text_spt` attends to its learned pseudo-audio prompt instead.")
+        described = {r["strategy"]: r["description"] for r in meta.get("strategy_runs", [])
+                     if r.get("description") and not r.get("failure")}
+        lines.append("- **Text-only training**: the training sets have no audio. The encoder gets no input, so only "
+                     "decoder-side parameters learn, and the decoder attends to one all-zero frame (the 'empty "
+                     "prompt') unless a strategy brings its own stand-in for audio (such as a learned pseudo-audio "
+                     "prompt): a strategy that fine-tunes the model is, here, decoder fine-tuning on text without "
+                     "a prompt, the 'empty prompt' baseline."
+                     + (" What each strategy does (its description in run.json): "
+                        + "; ".join(f"`{s}` — {d}" for s, d in described.items()) + "." if described else ""))
     if meta.get("command"):
         lines.append(f"- **Command**: `{meta['command']}`")
     return "\n".join(lines)
@@ -132,11 +137,12 @@ class _Scenario:
         self.predictions, self.costs = preds, costs
         self.systems = list(dict.fromkeys(self.table.system))
         joint = {c["system"] for c in costs if c.get("joint")}
-        joint_for = {}
+        joint_for = {}  # each run's strategies against that run's joint reference (run.json's `joint: true`)
         for run in runs:
-            for s in self.table[self.table.run == (run.label or run.path.name)].strategy.unique():
-                if run.system("joint") in joint:
-                    joint_for[run.system(s)] = run.system("joint")
+            strategies = set(self.table[self.table.run == (run.label or run.path.name)].strategy)
+            ref = joint_reference(run.meta.get("strategy_runs", []), strategies)
+            if ref is not None:
+                joint_for.update({run.system(s): run.system(ref) for s in strategies})
         others = tuple(m for m in dict.fromkeys(self.results.metric) if m != self.metric)
         try:
             self.stats = Bootstrap(preds, self.metric, self.experiences, self.preservation, joint, joint_for, others)
@@ -321,7 +327,7 @@ def _transfer_and_cost_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: 
             Block("p", "Mean over seeds (± standard deviation). Peak memory is the process's resident memory on CPU "
                        "(GPU allocator peak on CUDA), the largest over seeds. A decode is reused when the same model "
                        "state was already decoded on the same set (e.g. base-language sets under frozen-backbone "
-                       "methods, or zero-shot under every seed)."),
+                       "methods, or an untrained strategy under every seed)."),
             Block("table", pd.DataFrame(cost_rows))]
 
 

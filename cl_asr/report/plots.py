@@ -98,7 +98,7 @@ def error_vs_params(points: pd.DataFrame, metric: str, path: Path):
         ax.step(x[front], y[front], where="post", color="#dd8452", lw=1.2, label="Pareto front")
         for _, r in d.iterrows():
             ax.annotate(r["system"], (r[col], r["point"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        # zero_shot trains nothing: a symlog axis keeps 0 on it next to millions
+        # a strategy that trains nothing has 0: a symlog axis keeps 0 on it next to millions
         ax.set_xscale("symlog", linthresh=1e3)
         top = max(1e4, float(np.nanmax(x)) if len(x) else 1e4)
         ax.set_xlim(left=-300, right=top * 4)

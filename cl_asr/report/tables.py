@@ -34,25 +34,38 @@ def matrices(meta: dict, results: pd.DataFrame, metric: str) -> dict[tuple[str, 
     return out
 
 
+def joint_reference(strategy_runs: list[dict], done: set[str]) -> str | None:
+    """The strategy a run's intransigence is measured against: the first in run.json whose record says
+    `joint: true` and that has a complete result (a strategy in `done`), whatever it is called; None when the
+    run has none. Only the recorded flag counts, never the name."""
+    return next((r["strategy"] for r in strategy_runs
+                 if r.get("joint") and not r.get("failure") and r["strategy"] in done), None)
+
+
+def _complete(new: pd.DataFrame, base: pd.DataFrame, joint: bool) -> bool:
+    rows = [0, len(new) - 1] if joint else slice(None)  # a joint model fills only the first and last rows
+    return bool(new.iloc[rows].notna().all().all() and base.iloc[rows].notna().all().all())
+
+
 def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
     metric = meta["metric"]
-    costs = {(s["strategy"], s["seed"]): s for s in meta.get("strategy_runs", [])}
+    runs = meta.get("strategy_runs", [])
+    costs = {(s["strategy"], s["seed"]): s for s in runs}
     mats = matrices(meta, results, metric)
-    joint = {k: v for k, v in mats.items() if costs.get(k, {}).get("joint")}
+    done = {k for k, (new, base) in mats.items() if _complete(new, base, bool(costs.get(k, {}).get("joint")))}
+    ref_name = joint_reference(runs, {s for s, _ in done})
+    ref_final = {seed: mats[(s, seed)][0].to_numpy()[-1] for s, seed in done if s == ref_name}
     records = []
     for (strategy, seed), (new, base) in mats.items():
         cost = costs.get((strategy, seed), {})
         b = base.to_numpy() if base.shape[1] else None
-        ends = [0, len(new) - 1]  # a joint model fills only the first and last rows
-        complete = new.iloc[ends if cost.get("joint") else slice(None)].notna().all().all() and \
-            base.iloc[ends if cost.get("joint") else slice(None)].notna().all().all()
-        if not complete:
+        if (strategy, seed) not in done:
             continue  # an unfinished strategy: summarised once its matrix is complete
         if cost.get("joint"):
             cm = joint_metrics(new.to_numpy(), b)
-        else:
-            ref = joint.get(("joint", seed)) or next(iter(joint.values()), None)  # same seed where there is one
-            cm = continual_metrics(new.to_numpy(), b, None if ref is None else ref[0].to_numpy()[-1])
+        else:  # the joint reference of the same seed where there is one, else its first seed (as stats.py)
+            ref = ref_final.get(seed, ref_final[min(ref_final)] if ref_final else None)
+            cm = continual_metrics(new.to_numpy(), b, ref)
         sel = results[(results.strategy == strategy) & (results.seed == seed) & (results.metric == metric)
                       & (results.stream == "test") & (results.trained_through == results.trained_through.max())]
         routing = cost.get("eval_routing")
