@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # finished passes are in the run directory; the lock is released on the way out
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .log import log
 from .results import read_jsonl
-from .run_dir import RunDirectory, StrategyRun, check_writable
+from .run_dir import RunDirectory, StrategyRun
 from .runner import RunRequest, run_benchmark
 
 EXECUTORS = ("local", "ray")
@@ -50,7 +50,11 @@ def run_grid(req: RunRequest, executor: str = "local", ray_options: RayOptions |
     if executor == "local":
         return run_benchmark(req)
     if executor == "ray":
-        return _run_on_ray(req, ray_options or RayOptions())
+        run_dir = RunDirectory(req.out_dir)  # the driver owns RUN_DIR; each job owns its own job directory
+        try:
+            return _run_on_ray(req, ray_options or RayOptions(), run_dir)
+        finally:
+            run_dir.release()
     raise ValueError(f"unknown executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
 
 
@@ -118,7 +122,7 @@ def _start_ray(options: RayOptions):
     return ray
 
 
-def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
+def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> Path:
     t_start = time.perf_counter()
     out = Path(req.out_dir)
     # Names and the directory are checked here, in a second, not by the first job after minutes in a queue.
@@ -131,7 +135,7 @@ def _run_on_ray(req: RunRequest, options: RayOptions) -> Path:
     configs = {n: asdict(method_config(n, req.profile, profile.prompt_length)) for n in req.strategies}
     if not req.seeds or len(set(req.seeds)) != len(req.seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
-    check_writable(out)
+    run_dir.take(req.command)
     _check_compatible(out, req)
     grid = [(name, seed) for seed in req.seeds for name in req.strategies]  # the local executor's order
     jobs_dir = out / "jobs"

@@ -5,16 +5,26 @@
     run.json           the resolved config, checksums of weights and data, one record per (strategy, seed)
     checkpoints/       a strategy's state after its last finished pass (removed once it is complete)
 
-`RunDirectory.open` mends a half-written last line, reads what is there and refuses, before anything changes,
-a directory made for another scenario, profile or backbone, other data or weights, or another strategy config.
-Both executors use it: the local one writes rows as passes finish, the Ray one writes the gathered jobs whole.
+`RunDirectory.take` makes this run the directory's one owner before anything in it is read or written: a lock
+(`.lock`, filelock) held for the whole run, with who holds it in `.owner.json` (pid, host, since when). A second
+run on the same directory is refused at once, naming the holder; the kernel releases the lock of a process that
+dies (SIGKILL included), so the next run takes over a stale `.owner.json` and says so. Only the main process of
+a run takes it (torchrun's other processes never write); a Ray job locks its own job directory, the driver the
+run directory. `RunDirectory.open` then mends a half-written last line, reads what is there and refuses, before
+anything changes, a directory made for another scenario, profile or backbone, other data or weights, or another
+strategy config. Both executors use it: the local one writes rows as passes finish, the Ray one writes the
+gathered jobs whole.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from . import distributed
 from .log import log
@@ -74,15 +84,69 @@ def completed(rows: list[dict], expected: dict[str, int]) -> set:
     return {k for k, n in counts.items() if n == expected.get(k[0])}
 
 
+class RunDirectoryInUse(ValueError):
+    """Another process owns the run directory."""
+
+
 class RunDirectory:
-    def __init__(self, path: Path, writer: bool = True):
+    def __init__(self, path: Path, writer: bool | None = None):
         self.path = Path(path)
-        self.writer = writer  # only the main process writes (cl_asr.distributed)
+        self._writer = writer  # None: the main process writes (cl_asr.distributed), decided when asked
+        self._lock: FileLock | None = None
+        self._created = False
         self.results, self.predictions, self.meta_path = (self.path / "results.jsonl", self.path / "predictions.jsonl",
                                                           self.path / "run.json")
         self.meta: dict = {"strategy_runs": []}
         self.complete: set = set()  # (strategy, seed): every row written and the costs recorded
         self.started: set = set()  # (strategy, seed): rows to keep or mend
+
+    @property
+    def writer(self) -> bool:
+        return distributed.is_main() if self._writer is None else self._writer
+
+    # -- ownership -------------------------------------------------------------------------------------------
+    def take(self, command: str = "") -> None:
+        """Check the directory is writable and become its one owner (see the module doc); the main process only."""
+        if not self.writer:
+            return
+        check_writable(self.path)
+        self._created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = self._owner()
+            who = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}" if holder
+                   else "another process")
+            raise RunDirectoryInUse(f"{self.path} is in use by {who} (command: {holder.get('command', '?')}): "
+                                    "wait for that run to end, or use another --out directory") from None
+        self._lock = lock
+        stale = self._owner()
+        if stale:
+            log(f"{self.path}: took over from pid {stale.get('pid')} on {stale.get('host')} (since "
+                f"{stale.get('since')}), which ended without releasing it (killed?)")
+        owner = {"pid": os.getpid(), "host": socket.gethostname(),
+                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "command": command}
+        write_json_atomic(self.path / ".owner.json", owner)
+
+    def release(self) -> None:
+        """Give the directory up; a directory this run created and wrote nothing else to is removed again."""
+        if self._lock is None:
+            return
+        (self.path / ".owner.json").unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None
+        if self._created and {p.name for p in self.path.iterdir()} <= {".lock"}:
+            (self.path / ".lock").unlink(missing_ok=True)
+            self.path.rmdir()
+
+    def _owner(self) -> dict:
+        try:
+            return json.loads((self.path / ".owner.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
 
     def checkpoint(self, strategy: str, seed: int) -> Path:
         return self.path / "checkpoints" / f"{strategy}_seed{seed}.pt"

@@ -37,7 +37,7 @@ from .env_info import device_info, git_commit, package_versions
 from .log import log
 from .methods import get_method, method_config
 from .metrics.text import pooled, score_utterances
-from .run_dir import RunDirectory, StrategyRun, check_writable
+from .run_dir import RunDirectory, StrategyRun
 from .scenarios import load_scenario_builder, scenario_path
 
 
@@ -162,8 +162,16 @@ class Run:
 
 
 def run_benchmark(req: RunRequest) -> Path:
+    run_dir = RunDirectory(req.out_dir)
+    try:
+        return _run_all(req, run_dir)
+    finally:
+        run_dir.release()  # the lock taken in prepare (cl_asr/run_dir.py)
+
+
+def _run_all(req: RunRequest, run_dir: RunDirectory) -> Path:
     t_start = time.perf_counter()
-    run = prepare(req)
+    run = prepare(req, run_dir)
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
         for name in req.strategies:
             run_strategy(run, name, seed)
@@ -184,9 +192,9 @@ def run_benchmark(req: RunRequest) -> Path:
     return run.run_dir.path
 
 
-def prepare(req: RunRequest) -> Run:
-    """Resolve every name (in a second, before any expensive work), load the backbone, build the scenario,
-    open and check the run directory, and set up the decode memo and the encoder cache."""
+def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
+    """Resolve every name (in a second, before any expensive work), take the run directory, load the backbone,
+    build the scenario, open and check the run directory, and set up the decode memo and the encoder cache."""
     classes = {name: get_method(name) for name in req.strategies}
     builder = load_scenario_builder(req.scenario)
     profile = builder.profile(req.profile)
@@ -195,9 +203,7 @@ def prepare(req: RunRequest) -> Run:
     # Several processes (run_suite.py run --processes N, started by torchrun): all run this function alike,
     # each on its own GPU, sharing the work of every step; only the main one writes (cl_asr.distributed).
     processes = distributed.init_from_environment(req.device)
-    run_dir = RunDirectory(req.out_dir, writer=distributed.is_main())
-    if run_dir.writer:
-        check_writable(run_dir.path)
+    run_dir.take(req.command)  # one owner per run directory, before anything in it is read (the main process)
     device = processes.device() if processes else torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_precision(profile.precision, device)
     log(f"loading backbone {backbone_spec} on {device}")
