@@ -18,15 +18,27 @@ RUN = [sys.executable, str(REPO / "run_suite.py"), "run", "--scenario", "languag
 
 
 def _start(out: Path) -> subprocess.Popen:
-    return subprocess.Popen([*RUN, "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    """The run in the background, its log in OUT.log (read while it runs)."""
+    log = open(f"{out}.log", "w")
+    return subprocess.Popen([*RUN, "--out", str(out)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
+
+
+def _wait_for_first_pass(out: Path, proc: subprocess.Popen) -> None:
+    """Until the run has finished its first evaluation pass (so that it is interrupted mid-run, not before)."""
+    for _ in range(3000):
+        if " after no training" in Path(f"{out}.log").read_text():
+            return
+        assert proc.poll() is None, Path(f"{out}.log").read_text()[-3000:]
+        time.sleep(0.02)
+    raise AssertionError("no evaluation pass within a minute")
 
 
 def _wait_for_owner(out: Path, proc: subprocess.Popen) -> dict:
     for _ in range(600):
         if (out / ".owner.json").is_file():
             return json.loads((out / ".owner.json").read_text())
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, Path(f"{out}.log").read_text()[-3000:]
         time.sleep(0.1)
     raise AssertionError("the run never took its directory")
 
@@ -68,7 +80,7 @@ def test_two_runs_on_one_directory_the_second_is_refused_and_nothing_is_duplicat
     assert second.returncode == 2, second.stderr[-2000:]
     (line,) = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
     assert f"is in use by pid {owner['pid']} on {owner['host']}" in line and "Traceback" not in second.stderr
-    assert first.wait(timeout=900) == 0, first.communicate()
+    assert first.wait(timeout=900) == 0, Path(f"{out}.log").read_text()[-3000:]
     assert not (out / ".owner.json").exists()
     _rows_are_complete_and_unique(out)
 
@@ -78,7 +90,7 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path):
     out = tmp_path / "run"
     first = _start(out)
     owner = _wait_for_owner(out, first)
-    time.sleep(3)
+    _wait_for_first_pass(out, first)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
     assert (out / ".owner.json").is_file()  # left behind: the kernel released the lock itself
@@ -93,11 +105,12 @@ def test_ctrl_c_stops_with_one_line_and_the_next_run_resumes(tmp_path):
     out = tmp_path / "run"
     first = _start(out)
     _wait_for_owner(out, first)
-    time.sleep(3)
+    _wait_for_first_pass(out, first)
     first.send_signal(signal.SIGINT)
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 130 and "Traceback" not in err, err[-3000:]
-    assert err.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
+    first.wait(timeout=120)
+    log = Path(f"{out}.log").read_text()
+    assert first.returncode == 130 and "Traceback" not in log, log[-3000:]
+    assert log.strip().splitlines()[-1] == "interrupted; run the same command again to resume"
     assert not (out / ".owner.json").exists()  # released on the way out
     again = subprocess.run([*RUN, "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
