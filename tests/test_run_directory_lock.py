@@ -20,8 +20,10 @@ RUN = [sys.executable, str(REPO / "run_suite.py"), "run", "--scenario", "languag
 def _start(out: Path) -> subprocess.Popen:
     """The run in the background, its log in OUT.log (read while it runs)."""
     log = open(f"{out}.log", "w")
+    # SIGINT as in a terminal: a test run started in the background (no job control) inherits SIGINT ignored
     return subprocess.Popen([*RUN, "--out", str(out)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_first_pass(out: Path, proc: subprocess.Popen) -> None:
