@@ -45,9 +45,8 @@ from torch import nn
 
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from ..core import HiddenStatesPreHook
-from .fingerprint import (LIBRARY_PREFIXES, Digests, effective_modules, global_hooks_present, has_hooks, library_hook,
-                          tensors_of)
+from .fingerprint import (Digests, effective_modules, global_hooks_present, has_hooks, plain_class,
+                          pre_hooks_touch_more_than_hidden_states, tensors_of)
 
 def _stochastic(module: nn.Module) -> bool:
     """Dropout active: an nn.Dropout module, or Whisper's functional dropout (its config's rates) in training."""
@@ -63,11 +62,8 @@ def _stochastic(module: nn.Module) -> bool:
 def _entry_is_plain(model: nn.Module) -> bool:
     """With a cached encoder output the model is called with `encoder_outputs` instead of `input_features`: a
     pre-hook on the model or on WhisperModel (or a replaced forward) would see other inputs than it expects."""
-    for module in (model, model.model):
-        if module._forward_pre_hooks or "forward" in module.__dict__:
-            return False
-        if not type(module).__module__.startswith(LIBRARY_PREFIXES):
-            return False
+    if any(module._forward_pre_hooks or not plain_class(module) for module in (model, model.model)):
+        return False
     return not global_hooks_present()
 
 
@@ -99,10 +95,8 @@ def cross_attention_fingerprint(model: nn.Module, digests: Digests) -> str | Non
         return None
     decoder = model.model.decoder
     for module in (decoder, *decoder.layers):  # what hands each layer its encoder states
-        if not type(module).__module__.startswith(LIBRARY_PREFIXES) or "forward" in module.__dict__:
+        if not plain_class(module) or pre_hooks_touch_more_than_hidden_states(module):
             return None
-        if any(not (isinstance(h, HiddenStatesPreHook) or library_hook(h)) for h in module._forward_pre_hooks.values()):
-            return None  # a pre-hook could change the encoder states the layers are given
     projections = []
     for layer in decoder.layers:
         attention = effective_modules(layer.encoder_attn)

@@ -56,7 +56,7 @@ def effective_modules(root: nn.Module) -> Iterator[nn.Module] | None:
                 return None
             stack.append(module.base_layer)
             continue
-        if not type(module).__module__.startswith(LIBRARY_PREFIXES) or "forward" in module.__dict__:
+        if not plain_class(module):
             return None
         out.append(module)
         stack.extend(reversed(list(module.children())))
@@ -68,14 +68,20 @@ def library_hook(hook) -> bool:
     return getattr(hook, "__module__", "").startswith("transformers.")
 
 
-def has_hooks(module: nn.Module, allow_hidden_states_pre_hooks: bool = False) -> bool:
-    """True when a hook other than the library's own could change what `module` computes (with the flag,
-    `HiddenStatesPreHook`s are allowed: they change only a layer's hidden states)."""
-    if any(not library_hook(h) for h in module._forward_hooks.values()):
-        return True
-    allowed = (lambda h: library_hook(h) or isinstance(h, HiddenStatesPreHook)) if allow_hidden_states_pre_hooks \
-        else library_hook
-    return any(not allowed(h) for h in module._forward_pre_hooks.values())
+def has_hooks(module: nn.Module) -> bool:
+    """True when a hook other than the library's own could change what `module` computes."""
+    return any(not library_hook(h) for h in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()))
+
+
+def pre_hooks_touch_more_than_hidden_states(module: nn.Module) -> bool:
+    """True when a pre-hook other than the library's own and `HiddenStatesPreHook`s could change `module`'s
+    inputs besides its hidden states (a decoder layer's encoder states, say)."""
+    return any(not (library_hook(h) or isinstance(h, HiddenStatesPreHook)) for h in module._forward_pre_hooks.values())
+
+
+def plain_class(module: nn.Module) -> bool:
+    """A library class (torch.nn / transformers) whose `forward` was not replaced on the instance."""
+    return type(module).__module__.startswith(LIBRARY_PREFIXES) and "forward" not in module.__dict__
 
 
 def tensors_of(modules: list[nn.Module]) -> tuple[list[torch.Tensor], list[str]]:
