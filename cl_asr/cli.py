@@ -201,7 +201,8 @@ def _run(args, argv: list[str]) -> int:
         seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
         command=command.strip(), caches=not args.no_cache,
     )
-    from .executors import JobsFailed, RayOptions, run_grid
+    from .executors import RayOptions, run_grid
+    from .run_dir import StrategiesFailed
 
     options = None
     if args.executor == "local":
@@ -218,7 +219,7 @@ def _run(args, argv: list[str]) -> int:
                              methods_from=[p.resolve() for p in args.methods_from])
     try:
         run_grid(req, args.executor, options)
-    except JobsFailed as exc:
+    except StrategiesFailed as exc:  # the others finished and are recorded
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

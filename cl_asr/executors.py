@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .log import log
 from .results import read_jsonl
-from .run_dir import RunDirectory, StrategyRun
+from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
 from .runner import RunRequest, run_benchmark
 
 EXECUTORS = ("local", "ray")
@@ -189,7 +189,7 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
     return out
 
 
-class JobsFailed(RuntimeError):
+class JobsFailed(StrategiesFailed):
     """Some jobs of a grid failed for good; the rest were gathered."""
 
 
@@ -227,6 +227,8 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
                              "job_seconds": {job_name(*k): m.get("timings") for k, m in metas.items()}}
         merged["started"] = min(m.get("started", "") for m in metas.values())
     merged["config"].update({"executor": "ray", "requested": _requested(req), "grid": [job_name(*g) for g in grid]})
+    merged["grid"] = [list(g) for g in grid]  # what the report counts as asked for (cl_asr/report/load.py)
+    merged["expected_rows"] = {k: v for m in metas.values() for k, v in m.get("expected_rows", {}).items()}
     merged.update({
         "strategy_runs": runs,
         "status": "complete" if len(metas) == len(grid) else "incomplete",

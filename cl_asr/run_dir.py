@@ -39,7 +39,8 @@ class StrategyRun:
     seed: int
     description: str = ""
     config: dict = dataclasses.field(default_factory=dict)
-    failure: dict | None = None  # {"kind": "cannot run" | "job failed", "reason": ...}
+    # {"kind": "cannot run" | "raised" | "job failed", "reason": ...; "raised": "during", "traceback"}
+    failure: dict | None = None
     trainable_params: int | None = None
     stored_params_per_experience: int | None = None
     stored_bytes: int | None = None  # the largest checkpoint written after an experience
@@ -82,6 +83,10 @@ def completed(rows: list[dict], expected: dict[str, int]) -> set:
     for r in rows:
         counts[(r["strategy"], r["seed"])] = counts.get((r["strategy"], r["seed"]), 0) + 1
     return {k for k, n in counts.items() if n == expected.get(k[0])}
+
+
+class StrategiesFailed(RuntimeError):
+    """Some (strategy, seed) runs raised; the others finished and are recorded. The command exits non-zero."""
 
 
 class RunDirectoryInUse(ValueError):
@@ -175,7 +180,14 @@ class RunDirectory:
         old = meta.get("config", {})
         config["strategies"] = {**old.get("strategies", {}), **config["strategies"]}
         old_seeds = old.get("seeds", [old.get("seed", 0)] if old else [])
+        asked = list(config["seeds"])  # this command's
         config["seeds"] = sorted(set(old_seeds) | set(config["seeds"]))  # a directory may gather seeds over calls
+        # Every (strategy, seed) any command asked of this directory, and the rows each must have: what a report
+        # needs to say which are missing or partial (cl_asr/report/load.py: progress)
+        grid = [list(g) for g in meta.get("grid", [])]
+        grid += [[n, s] for s in asked for n in expected_rows if [n, s] not in grid]
+        meta["grid"] = grid
+        meta["expected_rows"] = {**meta.get("expected_rows", {}), **expected_rows}
         meta.update({"config": config, "status": "running",
                      "started": meta.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      **facts})
@@ -241,14 +253,15 @@ class RunDirectory:
         self.meta["strategy_runs"] = [*runs, run.to_json()]
         self._write_meta()
 
-    def finish(self, **facts) -> None:
-        """The run is complete: status, finishing time and `facts` (timings, speed) into run.json."""
+    def finish(self, complete: bool = True, **facts) -> None:
+        """Every strategy ran (`complete`: and none failed): status, finishing time and `facts` (timings,
+        speed) into run.json."""
         if not self.writer:
             return
         checkpoints = self.path / "checkpoints"
         if checkpoints.is_dir() and not any(checkpoints.iterdir()):
             checkpoints.rmdir()
-        self.meta.update({"status": "complete", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        self.meta.update({"status": "complete" if complete else "incomplete", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           **facts})
         self._write_meta()
 

@@ -17,6 +17,7 @@ import dataclasses
 import gc
 import random
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .env_info import device_info, git_commit, package_versions
 from .log import log
 from .methods import get_method, method_config
 from .metrics.text import pooled, score_utterances
-from .run_dir import RunDirectory, StrategyRun
+from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
 from .scenarios import load_scenario_builder, scenario_path
 
 
@@ -151,6 +152,7 @@ class Run:
     memo_context: tuple
     encoder_cache: EncoderCache | None
     build_seconds: float
+    stage: str = ""  # what the strategy running now is doing (setup, training on X, ...): named if it fails
 
     @property
     def main(self) -> bool:
@@ -172,24 +174,52 @@ def run_benchmark(req: RunRequest) -> Path:
 def _run_all(req: RunRequest, run_dir: RunDirectory) -> Path:
     t_start = time.perf_counter()
     run = prepare(req, run_dir)
+    failed = []
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
         for name in req.strategies:
-            run_strategy(run, name, seed)
+            try:
+                run_strategy(run, name, seed)
+            except Exception as exc:  # noqa: BLE001 - a strategy fails alone: recorded, the others go on
+                if run.processes:  # every process shares each step: the others would wait for this one forever
+                    raise
+                failed.append(record_failure(run, name, seed, exc))
     if not run.main:
         return run.run_dir.path
     cache = run.encoder_cache
     run.run_dir.finish(
+        complete=not failed,
         timings={"scenario_build_seconds": round(run.build_seconds, 2),
                  "total_seconds_this_invocation": round(time.perf_counter() - t_start, 2)},
         speed={"precision": run.precision, "processes": run.processes.world if run.processes else 1,
                "decode_memo": "on" if req.caches else "off",
                "encoder_cache": cache.stats() if cache is not None else "off"})
-    if req.report:
+    if req.report and any(not s.get("failure") for s in run.run_dir.meta["strategy_runs"]):
         from .report import write_report
 
         log(f"report: {write_report(run.run_dir.path)}")
+    elif req.report:
+        log("no report: no strategy finished")
+    if failed:
+        raise StrategiesFailed(
+            f"{len(failed)} of {len(req.seeds) * len(req.strategies)} strategy run(s) failed: " + "; ".join(failed)
+            + f". The others are in {run.run_dir.path}; run the same command again to retry the failed ones "
+              "(each resumes from its last finished evaluation pass).")
     log(f"done in {time.perf_counter() - t_start:.0f} s; results in {run.run_dir.path}")
     return run.run_dir.path
+
+
+def record_failure(run: Run, name: str, seed: int, exc: Exception) -> str:
+    """A strategy raised: log it with its traceback and record it in run.json (the report's "Failures"); its
+    checkpoint, if it finished a pass, stays for the retry. Returns the one-line summary."""
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    stage = run.stage or "start"
+    trace = traceback.format_exception(exc)
+    log(f"{name} (seed {seed}) FAILED during {stage}: {reason}\n{''.join(trace).rstrip()}")
+    run.run_dir.record(StrategyRun(name, seed, run.classes[name].description, dataclasses.asdict(run.configs[name]),
+                                   failure={"kind": "raised", "during": stage, "reason": reason,
+                                            "traceback": "".join(trace[-6:]).rstrip()}))
+    release_memory(run.device)
+    return f"{name} (seed {seed}) during {stage}: {reason}"
 
 
 def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
@@ -264,6 +294,7 @@ def run_strategy(run: Run, name: str, seed: int) -> None:
         return
     release_memory(run.device)
     seed_everything(seed)
+    run.stage = "setup"
     method, book, done_steps, pristine_of = start_or_resume(run, name, seed, ckpt_path)
     problem = method.problem_with(run.scenario) if method.capabilities.trains else None
     if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
@@ -321,7 +352,9 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
     """Train on experience `step` (none for step -1), evaluate every set, checkpoint, append the rows."""
     method = strategy.method
     joint = method.capabilities.joint
+    after = "all experiences at once" if joint else run.scenario.experience_names[step] if step >= 0 else ""
     if step >= 0 and method.capabilities.trains:
+        run.stage = f"training on {after}"
         n_faults = len(strategy.faults)
         t0 = time.perf_counter()
         strategy.train(run.scenario.joint_train_experience() if joint
@@ -330,6 +363,7 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
         for fault in strategy.faults[n_faults:]:
             log(f"  {name}: training fault on {fault['experience']}: {fault['reason']}")
         book["trainable"] = max(book["trainable"], strategy.last_trainable)
+    run.stage = f"evaluation after {after}" if step >= 0 else "evaluation before training"
     rows, preds, secs = evaluate_pass(strategy, run.scenario, name, seed, step)
     book["eval_seconds"] += secs
     for o in strategy.eval_outputs.values():
@@ -344,7 +378,6 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
             run.run_dir.checkpoint(name, seed), method, done_steps, rows, preds, book, run.pristine, pristine_of))
         run.run_dir.append(rows, preds)
     summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == run.scenario.metric)
-    after = "all experiences at once" if joint else run.scenario.experience_names[step]
     log(f"  {name} after {'no training' if step < 0 else after}: {run.scenario.metric} {summary}")
 
 

@@ -147,7 +147,7 @@ def test_summary_and_report_files(micro_run):
 
     md = (out / "report.md").read_text()
     assert "How to read this report" in md and "positive = base languages got worse" in md
-    assert "## Strategies that did not run to the end" in md and "| ts_prompt | 0 | cannot run |" in md
+    assert "## Failures" in md and "| ts_prompt | 0 | cannot run |" in md
     for name in STRATEGIES:
         assert f"### {name}\n" in md
     figures = ["final_error.png", "forgetting.png", "error_vs_params.png", "curves.png", "pairwise_avg_error.png"]

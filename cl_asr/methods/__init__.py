@@ -36,7 +36,22 @@ def load_methods_from(paths) -> None:
             continue
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - any error in the user's file: one line naming file and line
+            del sys.modules[spec.name]
+            raise ValueError(f"--methods-from {path}: cannot import it: {_where(exc, path)}") from exc
+
+
+def _where(exc: Exception, path) -> str:
+    """`ExcType: message (line N)`, the line being the deepest frame inside the user's file."""
+    import traceback
+    from pathlib import Path
+
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).resolve() == Path(path).resolve()]
+    return f"{type(exc).__name__}: {exc}".splitlines()[0] + (f" (line {lines[-1]})" if lines else "")
 
 
 def method_config(name: str, profile_name: str | None = None, prompt_length: int | None = None):

@@ -16,7 +16,7 @@ from ..metrics.continual import HIGHER_IS_BETTER, SIGN_CONVENTION
 from ..results import write_text_atomic
 from . import plots
 from .claims import check_claims, load_claims
-from .load import Run, check_comparable, load_run, run_labels
+from .load import Progress, Run, check_comparable, load_run, progress, run_labels
 from .render import Block, to_html, to_markdown
 from .stats import N_REPLICATES, Bootstrap, NoUtteranceCounts, PointEstimates
 from .tables import joint_reference, row_label, summary
@@ -85,6 +85,7 @@ def _facts(meta: dict) -> str:
          f"{utt.get('test_per_set', '?')} test utterances per set ({utt.get('total', '?')} utterances, ")
         + f"{utt.get('hours', 0) * 60:.1f} minutes of speech in all); {prof['epochs']} epochs, batch {prof['batch_size']}"
         + (f"; source: {settings['data_source']}" if settings.get("data_source") else ""),
+        *_data_shortfall_lines(utt, settings.get("repairs", {}), prof),
         f"- **Seeds**: {', '.join(map(str, seeds))} (every strategy once per seed; same backbone and test sets)",
         f"- **Decode language** (the language token, identical for every strategy): {decode_txt or 'n/a'}",
         f"- **Metric**: {meta['metric'].upper()} (Whisper normaliser, pooled over utterances); "
@@ -105,6 +106,38 @@ def _facts(meta: dict) -> str:
     if meta.get("command"):
         lines.append(f"- **Command**: `{meta['command']}`")
     return "\n".join(lines)
+
+
+def _data_shortfall_lines(utt: dict, repairs: dict, prof: dict) -> list[str]:
+    """Sets smaller than the profile asks for, and what each set left out or repaired (real corpora: files
+    longer than the encoder window left out, other rates resampled to 16 kHz, multi-channel audio down-mixed)."""
+    lines = []
+    per_set = utt.get("per_set", {})
+    wanted = {"train": utt.get("train_per_experience"), "test": utt.get("test_per_set"),
+              "preservation": utt.get("test_per_set")}
+    short = [f"{name} {n} (of {wanted[name.split('/')[0]]})" for name, n in per_set.items()
+             if wanted.get(name.split("/")[0]) and n < wanted[name.split("/")[0]]]
+    if short:
+        lines.append("- **Smaller sets than the profile asks for** (not enough usable utterances): " + ", ".join(short))
+    words = {"left_out_longer_than_max_seconds": f"left out as too long (encoder window {prof['encoder_window_seconds']:g} s, or the set's max_seconds)",
+             "resampled_to_16k": "resampled to 16 kHz", "downmixed_to_mono": "down-mixed to mono"}
+    done = [f"{name}: " + ", ".join(f"{n} {words.get(k, k)}" for k, n in counts.items())
+            for name, counts in repairs.items() if counts]
+    if done:
+        lines.append("- **Left out or repaired while loading**: " + "; ".join(done))
+    return lines
+
+
+def _progress_block(p: Progress, where: str = "This run") -> Block | None:
+    """At the top of an unfinished run's report: that it is unfinished, and what is missing or partial."""
+    if p.finished:
+        return None
+    why = {"running": "it did not finish (interrupted, or still running): run the same command again to resume",
+           "incomplete": "some strategies failed (section Failures): run the same command again to retry them"}
+    lines = "\n".join(f"- {line}" for line in p.lines())
+    return Block("p", f"**{where} is incomplete**: {why.get(p.status, f'its status is {p.status!r}')}. The figures "
+                      f"below cover only the {len(p.complete)} of {p.asked} strategy runs that finished. Missing or "
+                      f"partial:\n\n{lines}")
 
 
 class _Scenario:
@@ -130,9 +163,20 @@ class _Scenario:
                       if (p["strategy"], p["seed"]) in done]
             costs += [{**s, "system": run.system(s["strategy"])} for s in run.meta.get("strategy_runs", [])]
         self.table = pd.concat(tables, ignore_index=True)
+        self.progress = {run.label: progress(run.meta, run.results) for run in runs}
         if self.table.empty:
             raise ValueError(f"{', '.join(str(r.path) for r in runs)}: no strategy has a complete error matrix "
-                             "yet, nothing to report")
+                             "yet, nothing to report (" + "; ".join(
+                                 line.replace("`", "") for p in self.progress.values() for line in p.lines()) + ")")
+        # summary.csv lists what did not finish too, so that the file says it is the summary of an unfinished run
+        self.unfinished = pd.DataFrame([
+            {"scenario": self.name, "run": run.label or run.path.name, "system": run.system(name), "strategy": name,
+             "seed": seed, "status": state}
+            for run in runs for state, items in (
+                ("failed", self.progress[run.label].failed), ("partial", self.progress[run.label].partial),
+                ("not started", [(n, s) for n, s in self.progress[run.label].missing]))
+            for name, seed, *_ in items
+            if not (state == "partial" and (name, seed) in {(f[0], f[1]) for f in self.progress[run.label].failed})])
         self.results = pd.concat(results, ignore_index=True)
         self.predictions, self.costs = preds, costs
         self.systems = list(dict.fromkeys(self.table.system))
@@ -388,9 +432,15 @@ def _failure_blocks(sc: _Scenario) -> list[Block]:
     blocks = []
     failures = [c for c in sc.costs if c.get("failure")]
     if failures:
-        blocks += [Block("h2", "Strategies that did not run to the end"),
+        blocks += [Block("h2", "Failures"),
+                   Block("p", "Strategies that did not run to the end: `raised` = an exception inside the strategy "
+                              "(its traceback is in run.json and the log; the others went on, and running the same "
+                              "command again retries it from its last finished evaluation pass); `cannot run` = "
+                              "the strategy does not apply to this scenario."),
                    Block("table", pd.DataFrame([{"strategy": c["system"], "seed": c["seed"],
-                                                 "what happened": c["failure"]["kind"], "why": c["failure"]["reason"]}
+                                                 "what happened": c["failure"]["kind"],
+                                                 "during": c["failure"].get("during", ""),
+                                                 "why": c["failure"]["reason"]}
                                                 for c in failures]))]
     faults = [{"strategy": c["system"], "seed": c["seed"], "experience": f["experience"],
                "steps skipped": f"{f['skipped_steps']} of {f['steps']}",
@@ -465,7 +515,10 @@ def _write(scenarios: list[_Scenario], out: Path, title: str, intro: list[Block]
     many = len(scenarios) > 1
     for sc in scenarios:
         blocks += _scenario_blocks(sc, plot_dir, out, f"{sc.name}_" if many else "", heading=many)
-    table = pd.concat([sc.table for sc in scenarios], ignore_index=True)
+    table = pd.concat([sc.table.assign(status="complete") for sc in scenarios]
+                      + [sc.unfinished for sc in scenarios if len(sc.unfinished)], ignore_index=True)
+    table = table[[c for c in ("scenario", "run", "system", "strategy", "seed", "status") if c in table]
+                  + [c for c in table if c not in ("scenario", "run", "system", "strategy", "seed", "status")]]
     if len({r.label for sc in scenarios for r in sc.runs}) == 1 and not scenarios[0].runs[0].label:
         table = table.drop(columns=["run", "system"])  # one run: the per-seed table as it always was
     write_text_atomic(out / "summary.csv", table.to_csv(index=False))
@@ -480,8 +533,9 @@ def write_report(run_dir: Path) -> Path:
     """Write summary.csv, summary_intervals.csv, report.md, report.html and plots/ for `run_dir`."""
     run = load_run(run_dir)
     sc = _Scenario([run])
-    title = f"cl_asr: {sc.name} ({run.meta['config']['profile']} profile)"
-    return _write([sc], Path(run_dir), title, [Block("p", _facts(run.meta))])
+    unfinished = _progress_block(sc.progress[run.label])
+    title = f"cl_asr: {sc.name} ({run.meta['config']['profile']} profile){' — incomplete' if unfinished else ''}"
+    return _write([sc], Path(run_dir), title, [b for b in (unfinished, Block("p", _facts(run.meta))) if b])
 
 
 def write_comparison(run_dirs: list[Path], out: Path) -> Path:
@@ -507,6 +561,8 @@ def write_comparison(run_dirs: list[Path], out: Path) -> Path:
                  "seeds": ", ".join(map(str, r.meta["config"].get("seeds", [r.meta["config"].get("seed", 0)]))),
                  "git commit": (r.meta.get("git", {}).get("commit") or "unknown")[:12],
                  "started": r.meta.get("started", "?")} for r in runs]))]
+    progress_of = {r.label: sc.progress[r.label] for sc in scenarios for r in sc.runs}
+    intro[:0] = [b for r in runs if (b := _progress_block(progress_of[r.label], f"Run {r.label}"))]
     for r in runs:
         intro += [Block("h3", f"Run {r.label}"), Block("p", _facts(r.meta))]
     return _write(scenarios, out, f"cl_asr comparison: {', '.join(labels)}", intro)
