@@ -189,11 +189,11 @@ def _run(args, argv: list[str]) -> int:
         raise ValueError(f"--strategies names a strategy twice: {args.strategies}")
     seeds = [0] if args.seed is None else [args.seed]
     if args.seeds is not None:
-        try:
-            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        try:  # every item an integer: "0,,1" is a typo, not 0,1
+            seeds = [int(x) for x in args.seeds.split(",")]
         except ValueError:
             raise ValueError(f"--seeds: expected comma-separated integers such as 0,1,2, got {args.seeds!r}") from None
-        if not seeds or len(set(seeds)) != len(seeds):
+        if len(set(seeds)) != len(seeds):
             raise ValueError(f"--seeds: expected distinct integers such as 0,1,2, got {args.seeds!r}")
     command = os.environ.get("CL_ASR_COMMAND") or "python run_suite.py " + " ".join(shlex.quote(a) for a in argv)
     req = RunRequest(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -97,14 +98,19 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return value
         raise fail
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise fail
+        if number is None:
+            raise fail
+        if not math.isfinite(number):  # YAML's .nan / .inf: no setting of ours means "not a number" or "infinite"
+            raise ConfigError(f"{where} expects a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value

@@ -24,7 +24,7 @@ from pathlib import Path
 from .log import log
 from .results import read_jsonl
 from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
-from .runner import RunRequest, run_benchmark
+from .runner import RunRequest, check_request, run_benchmark
 
 EXECUTORS = ("local", "ray")
 
@@ -126,15 +126,7 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
     t_start = time.perf_counter()
     out = Path(req.out_dir)
     # Names and the directory are checked here, in a second, not by the first job after minutes in a queue.
-    from .methods import get_method, method_config
-    from .scenarios import load_scenario_builder
-
-    for name in req.strategies:
-        get_method(name)
-    profile = load_scenario_builder(req.scenario).profile(req.profile)
-    configs = {n: asdict(method_config(n, req.profile, profile.prompt_length)) for n in req.strategies}
-    if not req.seeds or len(set(req.seeds)) != len(req.seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
+    configs = {n: asdict(c) for n, c in check_request(req).configs.items()}
     run_dir.take(req.command)
     _check_compatible(out, req)
     grid = [(name, seed) for seed in req.seeds for name in req.strategies]  # the local executor's order

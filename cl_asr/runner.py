@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .backbones import cache_dir, load_backbone
+from .backbones import cache_dir, check_backbone_spec, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
 from .checkpoints import load_checkpoint, pristine_names, save_checkpoint, set_rng_state
 from .cl.collate import ASRCollator
@@ -222,13 +222,80 @@ def record_failure(run: Run, name: str, seed: int, exc: Exception) -> str:
     return f"{name} (seed {seed}) during {stage}: {reason}"
 
 
-def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
-    """Resolve every name (in a second, before any expensive work), take the run directory, load the backbone,
-    build the scenario, open and check the run directory, and set up the decode memo and the encoder cache."""
+# Whisper's own decoder prefix: <|startoftranscript|> <|language|> <|transcribe|> <|notimestamps|> (cl/collate.py)
+WHISPER_PREFIX_TOKENS = 4
+
+
+@dataclass
+class Checked:
+    """What `check_request` resolved: the request's names, as the run uses them."""
+
+    classes: dict  # strategy name -> class
+    builder: object  # the scenario builder
+    profile: object
+    configs: dict  # strategy name -> config
+
+
+def check_request(req: RunRequest) -> Checked:
+    """Every mistake a command can hold, refused in a second with one message naming the flag, file, key or
+    value, before the run directory or anything else is touched: seeds, device, backbone spec, strategy and
+    scenario names, the scenario file and each strategy's YAML (cl_asr/config.py refuses unknown keys, wrong
+    types and non-finite numbers)."""
+    if not req.seeds or len(set(req.seeds)) != len(req.seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
+    bad = [s for s in req.seeds if not 0 <= s < 2**32]  # what numpy's and torch's seeding accept
+    if bad:
+        raise ValueError(f"--seeds: {bad[0]} is not a seed: seeds are integers from 0 to 2**32-1")
+    check_device(req.device)
     classes = {name: get_method(name) for name in req.strategies}
     builder = load_scenario_builder(req.scenario)
     profile = builder.profile(req.profile)
+    check_backbone_spec(req.backbone or profile.backbone)
     configs = {name: method_config(name, req.profile, profile.prompt_length) for name in req.strategies}
+    return Checked(classes, builder, profile, configs)
+
+
+def check_device(spec: str | None) -> None:
+    if spec is None:
+        return
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {spec!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec}: this machine has no CUDA GPU that torch {torch.__version__} can use; "
+                             "leave --device out (cuda when there is one, else cpu) or give --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: this machine has {torch.cuda.device_count()} GPU(s) "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {spec}: Apple's MPS is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {spec}: only cpu, cuda and mps devices are supported")
+
+
+def check_decoder_positions(configs: dict, model, max_new_tokens: int) -> None:
+    """A strategy's decoder prefix (prompt placeholders) + Whisper's prefix + the decoding cap must fit the
+    backbone's decoder positions (448 on every Whisper); else training or decoding would fail deep inside
+    transformers with an IndexError."""
+    positions = model.config.max_target_positions
+    for name, config in configs.items():
+        own = config.decoder_prefix_positions()
+        need = own + WHISPER_PREFIX_TOKENS + max_new_tokens
+        if need > positions:
+            length = f" (prompt_length {config.prompt_length})" if hasattr(config, "prompt_length") else ""
+            raise ValueError(f"strategy {name}: its decoder prefix of {own} positions{length} + Whisper's "
+                             f"{WHISPER_PREFIX_TOKENS} prefix tokens + max_new_tokens {max_new_tokens} = {need} exceeds "
+                             f"the backbone's {positions} decoder positions: lower prompt_length (baselines/{name}.yaml "
+                             "or the profile's prompt_length) or the profile's max_new_tokens")
+
+
+def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
+    """Check the request (in a second, before any expensive work), take the run directory, load the backbone,
+    build the scenario, open and check the run directory, and set up the decode memo and the encoder cache."""
+    checked = check_request(req)
+    classes, builder, profile, configs = checked.classes, checked.builder, checked.profile, checked.configs
     backbone_spec = req.backbone or profile.backbone
     # Several processes (run_suite.py run --processes N, started by torchrun): all run this function alike,
     # each on its own GPU, sharing the work of every step; only the main one writes (cl_asr.distributed).
@@ -237,12 +304,11 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
     device = processes.device() if processes else torch.device(req.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_precision(profile.precision, device)
     log(f"loading backbone {backbone_spec} on {device}")
-    if not req.seeds or len(set(req.seeds)) != len(req.seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {req.seeds}")
     # Seed 0 for a random backbone whatever the run's seeds: the backbone stands for a pretrained model that
     # every seed starts from, so seeds vary only what adaptation randomises (new parameters, order, dropout).
     with distributed.main_first():  # the main process converts / synthesises and caches; the others read it
         backbone = load_backbone(backbone_spec, seed=0)
+    check_decoder_positions(configs, backbone.model, profile.max_new_tokens)  # before the scenario is built
     set_encoder_window(backbone.model, profile.encoder_window_seconds)
     feature_extractor = window_feature_extractor(backbone.feature_extractor, profile.encoder_window_seconds)
     pristine = backbone.model.to(device).eval()

@@ -18,8 +18,8 @@ DEFAULT_BACKBONE = "offline:whisper-base"
 OFFLINE_MODELS = {"whisper-base"}
 
 
-class BackboneError(RuntimeError):
-    pass
+class BackboneError(ValueError):
+    """A backbone spec that names nothing loadable (the command line shows it as one `error:` line)."""
 
 
 @dataclass
@@ -52,6 +52,28 @@ def offline_model_dir(name: str) -> Path:
         if not (target / "SOURCE.json").exists():
             convert_offline_whisper_base(target)
     return target
+
+
+def check_backbone_spec(spec: str) -> None:
+    """Refuse, in a moment and before any work, a spec that cannot name a backbone: an unknown offline or tiny
+    name, a path (starts with /, ., ~ or exists) that is not a saved model's directory."""
+    if spec == "tiny:random":
+        return
+    if spec.startswith("offline:"):
+        name = spec.split(":", 1)[1]
+        if name not in OFFLINE_MODELS:
+            raise BackboneError(f"--backbone {spec!r}: unknown offline backbone {name!r}; available: "
+                                f"{', '.join(f'offline:{n}' for n in sorted(OFFLINE_MODELS))}")
+        return
+    if spec.startswith("tiny:"):
+        raise BackboneError(f"--backbone {spec!r}: the only tiny backbone is tiny:random")
+    path = Path(spec).expanduser()
+    if spec.startswith(("/", ".", "~")) or path.exists():
+        if not path.is_dir():
+            raise BackboneError(f"--backbone {spec!r}: no such directory")
+        if not (path / "config.json").is_file():
+            raise BackboneError(f"--backbone {spec!r}: {path} holds no config.json (not a saved Whisper model: "
+                                "save one with model.save_pretrained(dir) and the processor's save_pretrained)")
 
 
 def load_backbone(spec: str = DEFAULT_BACKBONE, seed: int = 0) -> Backbone:

@@ -21,6 +21,8 @@ which chooses the set at evaluation by the experience identity (`oracle`) or by 
 """
 from __future__ import annotations
 
+import math
+
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator, Literal, Sequence
@@ -59,8 +61,14 @@ class MethodConfig:
                   "row end the experience's training (recorded in run.json and the report)"},
     )
 
+    def decoder_prefix_positions(self) -> int:
+        """Decoder positions this strategy's own prefix takes before Whisper's (e.g. a decoder prompt's
+        placeholders): checked before any work against the backbone's decoder length, with Whisper's prefix and
+        max_new_tokens (cl_asr/runner.py check_request). Override it where a config adds decoder positions."""
+        return 0
+
     def __post_init__(self):
-        if self.lr <= 0:
+        if not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.max_nonfinite_in_a_row < 1:
             raise ValueError(f"max_nonfinite_in_a_row must be at least 1, got {self.max_nonfinite_in_a_row}")

@@ -72,7 +72,14 @@ def load_scenario_builder(ref: str) -> ScenarioBuilder:
         builder_cls = BUILDERS.get(builder_name)
     except UnknownNameError as exc:
         raise UnknownNameError(f"{path}: key 'builder': {exc}") from None
-    return builder_cls(from_dict(builder_cls.config_class, data, str(path)), str(path))
+    config = from_dict(builder_cls.config_class, data, str(path))
+    for key in ("experiences", "base_languages"):  # a set listed twice could not be told apart in the results
+        names = [str(getattr(x, "name", x)) for x in getattr(config, key, [])]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"{path}: {key} lists {', '.join(map(repr, twice))} more than once; each set must "
+                              "have its own name")
+    return builder_cls(config, str(path))
 
 
 __all__ = [

@@ -281,6 +281,10 @@ class SoftPromptConfig(SetRoutedConfig):
                   "padding frames it learned to ignore, so an untrained prompt changes almost nothing), or "
                   "Gaussian noise at the positional embeddings' scale (which wrecks the untrained model)"})
 
+    def decoder_prefix_positions(self) -> int:
+        # <|startofprev|> + one placeholder per prompt vector (PromptInjector.decoder_prefix)
+        return 1 + self.prompt_length if self.decoder_layers != "none" else 0
+
     def __post_init__(self):
         super().__post_init__()
         if self.prompt_length < 1:

@@ -61,6 +61,9 @@ class TSPromptConfig(SoftPromptConfig):
     speaker_dim: int = field(default=256, metadata={"help": "size of the enrolment speaker embedding (resemblyzer "
                                                             "d-vectors: 256)"})
 
+    def decoder_prefix_positions(self) -> int:
+        return super().decoder_prefix_positions() + (self.decoder_layers != "none")  # + the speaker vector's
+
 
 @register_method("ts_prompt")
 class TargetSpeakerPrompt(SoftPromptMethod):
