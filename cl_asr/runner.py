@@ -318,6 +318,7 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
     with distributed.main_first():
         scenario = builder.build(profile, backbone, feature_extractor, progress=req.progress and run_dir.writer)
     build_seconds = time.perf_counter() - t0
+    scenario.check_disjoint()  # no utterance (nor promised sentence or voice) in a training and an evaluated set
     log(f"decode languages: {scenario.settings.get('decode_language')}")
     n_exp = len(scenario.benchmark.train_stream)
     rows_per_pass = sum(len(scenario.metrics_for(*key)) for key in scenario.evaluation_sets())

@@ -77,6 +77,23 @@ class Scenario:
     # Metrics scored on each set, by (stream, index); sets not named get (metric, wer, cer). E.g. a
     # code-switched set adds its languages' parts (mer_zh, mer_en), a domain set the entity error rate.
     set_metrics: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+    # What the builder promises beyond "no recording in both a training and an evaluated set" (always checked):
+    # "sentences" (no speaker says the same sentence in both; text-only training sets: no shared transcript)
+    # and "voices" (no shared speaker), each True for every pair of sets or {(stream, index): group} for pairs
+    # within a group. `check_disjoint` refuses a scenario that breaks them (cl_asr/scenarios/leaks.py).
+    disjoint: dict = field(default_factory=dict)
+
+    def check_disjoint(self) -> None:
+        """Raise SplitLeakError (a ValueError) if a training set shares an utterance (audio content) with an
+        evaluated set, or a sentence or voice where `disjoint` promises none; dev sets are checked against test."""
+        from .leaks import check_disjoint
+
+        check_disjoint(self)
+
+    @staticmethod
+    def set_datasets(experience) -> list:
+        """The Hugging Face datasets one experience's set is made of (columns id, text, ..., audio if any)."""
+        return _hf_datasets(experience.dataset)
 
     def metrics_for(self, stream: str, index: int) -> tuple[str, ...]:
         if (stream, index) in self.set_metrics:
@@ -190,9 +207,11 @@ class ScenarioBuilder:
         return profiles[name]
 
     def assemble(self, profile: ProfileConfig, train: list, test: list, preservation: list,
-                 targets: dict, settings: dict, set_metrics: dict | None = None) -> Scenario:
+                 targets: dict, settings: dict, set_metrics: dict | None = None,
+                 disjoint: dict | None = None) -> Scenario:
         """The Scenario from its datasets (one per experience / preservation set, in order): an Avalanche
-        benchmark with train, test and preservation streams, and the utterance counts added to `settings`."""
+        benchmark with train, test and preservation streams, and the utterance counts added to `settings`.
+        `disjoint`: what the builder promises its sets keep apart besides recordings (see Scenario.disjoint)."""
         from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
         from avalanche.benchmarks.utils import AvalancheDataset
 
@@ -210,7 +229,8 @@ class ScenarioBuilder:
             "hours": round(sum(durations) / 3600, 4),
             "max_seconds": round(max(durations), 2),
         })
-        return Scenario(self.config.name, self.config.metric, benchmark, targets, settings, set_metrics or {})
+        return Scenario(self.config.name, self.config.metric, benchmark, targets, settings, set_metrics or {},
+                        dict(disjoint or {}))
 
     def outline(self) -> dict:
         """What `list scenarios` shows, from the config alone (no data touched): experiences in order,

@@ -113,5 +113,8 @@ class CodeSwitchingBuilder(ScenarioBuilder):
             targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
 
         settings = {"decode_language": decode, "data_source": cfg.data_source}
+        # Train sentences are each pair's sentences after the first test_pool, test ones the first test_pool;
+        # training voices are train_voices, evaluated ones test_voices (checked before a run: leaks.py).
         return self.assemble(profile, [train[p] for p in cfg.pairs], [test[p] for p in cfg.pairs],
-                             [preservation[lang] for lang in cfg.languages], targets, settings, set_metrics)
+                             [preservation[lang] for lang in cfg.languages], targets, settings, set_metrics,
+                             disjoint={"sentences": True, "voices": True})

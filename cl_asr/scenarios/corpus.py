@@ -16,6 +16,10 @@ settings record each set's actual size, and under `repairs` how many files of ea
 to 16 kHz, down-mixed to mono or left out as too long);
 its `language` column is set to the set's language and columns other than the common ones are dropped, so
 every set has the synthetic corpora's schema. Targets, LID choice and settings are as in the languages builder.
+
+Before a run, the sets are checked disjoint (cl_asr/scenarios/leaks.py): no recording in both a training and an
+evaluated set, whatever the corpus; and what a corpus' own splits guarantee (`split_promises`), between sets of
+that corpus read from those splits.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from typing import Any, Literal
 
 from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpora import LOADERS, MissingDataError
+from ..data.corpora.mls import MLS_LANGUAGES
 from ..core import Target
 from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
 from .lid_choice import choose_decode_language
@@ -36,6 +41,11 @@ log = logging.getLogger(__name__)
 COLUMNS = ("id", "audio", "text", "language", "speaker", "duration")
 BUILDER_ARGS = ("split", "limit", "max_seconds", "where")  # set by the builder, never in `args`
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A corpus' own train / dev / test splits and what they keep apart, by the corpus' documentation: Common Voice's
+# (CorporaCreator) hold no sentence in two of them, MLS' (Pratap et al. 2020) have disjoint speakers per language.
+# FLEURS' train speakers differ from dev/test ones, but FLEURS publishes no speaker ids; ASCEND documents no such
+# split property; a LibriSpeech-format directory can hold anyone's recordings. Those: audio content only.
+OFFICIAL_SPLITS = ("train", "dev", "test")
 
 
 @dataclass
@@ -93,6 +103,13 @@ class CorpusConfig:
                 raise ValueError(f"experience {s.name!r} needs a train_split")
             if s.train_split == s.test_split:
                 raise ValueError(f"experience {s.name!r}: train_split and test_split are both {s.test_split!r}")
+            if "split" not in inspect.signature(LOADERS[s.loader]).parameters and not any(
+                    isinstance(v, str) and "{split}" in v for v in s.args.values()):
+                raise ValueError(
+                    f"experience {s.name!r}: loader {s.loader!r} takes no split, and no argument in args holds "
+                    f"'{{split}}', so train_split {s.train_split!r} and test_split {s.test_split!r} would read the "
+                    f"same data (every test utterance would be a training one): put '{{split}}' in its directory "
+                    f"argument, e.g. root: \"${{DATA}}/{{split}}\"")
         for s in self.base_languages:
             code = s.language if s.decode_language == "auto" else s.decode_language
             if code not in WHISPER_LANGUAGES:
@@ -122,6 +139,20 @@ def expand_arg(value: Any, where: str, split: str) -> Any:
 
     out = _VAR.sub(sub, value).replace("{split}", split)
     return out if out.strip() else None
+
+
+def split_promises(spec: SetSpec, split: str) -> dict[str, str]:
+    """What a set read from `split` keeps apart from the corpus' other splits: promise -> group (the sets of one
+    group are checked against each other; see OFFICIAL_SPLITS and Scenario.disjoint)."""
+    if split not in OFFICIAL_SPLITS:  # e.g. Common Voice's validated.tsv holds its test clips too
+        return {}
+    if spec.loader == "common_voice":
+        return {"sentences": f"common_voice/{spec.args.get('locale')}"}
+    if spec.loader == "mls":
+        language = str(spec.args.get("language"))
+        name = {v: k for k, v in MLS_LANGUAGES.items()}.get(language, language)
+        return {"voices": f"mls/{name}"}
+    return {}
 
 
 @register_builder("corpus")
@@ -189,5 +220,13 @@ class CorpusBuilder(ScenarioBuilder):
         settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates,
                     "utterances": {"per_set": {k: len(v) for k, v in sets.items()}}, "data_source": cfg.data_source,
                     "repairs": dict(self._repairs)}  # per "set/split": files resampled, down-mixed, left out
+        disjoint: dict[str, dict] = {}
+        splits = [*((("train", i), s, s.train_split) for i, s in enumerate(cfg.experiences)),
+                  *((("test", i), s, s.test_split) for i, s in enumerate(cfg.experiences)),
+                  *((("preservation", i), s, s.test_split) for i, s in enumerate(cfg.base_languages))]
+        for key, spec, split in splits:
+            for promise, group in split_promises(spec, split).items():
+                disjoint.setdefault(promise, {})[key] = group
         return self.assemble(profile, [train[s.name] for s in cfg.experiences], [test[s.name] for s in cfg.experiences],
-                             [preservation[s.name] for s in cfg.base_languages], targets, settings, set_metrics)
+                             [preservation[s.name] for s in cfg.base_languages], targets, settings, set_metrics,
+                             disjoint)

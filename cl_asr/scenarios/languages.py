@@ -118,5 +118,8 @@ class LanguagesBuilder(ScenarioBuilder):
             targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
 
         settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates}
+        # Train sentences come from the bank's train pool, test and preservation sentences from its test pool;
+        # training voices are train_voices, evaluated ones test_voices (checked before a run: leaks.py).
         return self.assemble(profile, [train[x] for x in cfg.experiences], [test[x] for x in cfg.experiences],
-                             [preservation[x] for x in cfg.base_languages], targets, settings)
+                             [preservation[x] for x in cfg.base_languages], targets, settings,
+                             disjoint={"sentences": True, "voices": True})

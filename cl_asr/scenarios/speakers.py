@@ -238,7 +238,10 @@ class SpeakersBuilder(ScenarioBuilder):
             settings["source"] = {"kind": "librispeech", "train_root": talkers.roots["train"],
                                   "test_root": talkers.roots["test"], "max_target_seconds": talkers.max_seconds,
                                   "utterances_per_speaker": talkers.per_speaker}
-        return self.assemble(profile, train, test, preservation, targets, settings)
+        # Voices are shared by design (enrolled users: the same group speaks in train and test; a librispeech
+        # source's directories decide), sentences are not: training targets come from the train pool (train_root),
+        # evaluated ones from the test pool (test_root), so no talker says a training target in an evaluated set.
+        return self.assemble(profile, train, test, preservation, targets, settings, disjoint={"sentences": True})
 
 
 class _LibriSpeechTalkers:

@@ -94,4 +94,8 @@ class TextDomainsBuilder(ScenarioBuilder):
         targets[("preservation", 0)] = Target("preservation", 0, "general_en", cfg.language, cfg.language)
         settings = {"decode_language": {cfg.language: cfg.language}, "data_source": cfg.data_source,
                     "text_only_training": True}
-        return self.assemble(profile, train, test, [general], targets, settings, set_metrics)
+        # Training text comes from the domains' training templates, test sentences from held-out templates and
+        # the preservation set from the sentence bank's test pool: no training sentence is evaluated (leaks.py
+        # compares the text-only training sets' transcripts with every evaluated set's).
+        return self.assemble(profile, train, test, [general], targets, settings, set_metrics,
+                             disjoint={"sentences": True})

@@ -17,8 +17,12 @@ Common behaviour:
   transcripts raise `CorpusError` naming the file; nothing is skipped silently.
 - Data that is not there raises `MissingDataError` (a FileNotFoundError) saying what is missing, where it
   looked and how to get it.
-MP3 (Common Voice) and Opus (MLS opus release) are decoded by libsndfile through `soundfile`; libsndfile >= 1.1
-is needed for MP3 (the wheels of soundfile >= 0.12 ship 1.2).
+- Audio formats: each loader's docstring says which files it reads: LibriSpeech-format directories FLAC only,
+  MLS FLAC or Opus, Common Voice and FLEURS' original layout the files their TSVs name (MP3 / WAV), parquet and
+  hub rows their embedded audio. A listed file that is missing while the same name with another extension is
+  there (e.g. .wav where .flac is read) raises `CorpusError` saying what the loader reads and what the folder
+  holds, not "missing". MP3 (Common Voice) and Opus (MLS opus release) are decoded by libsndfile through
+  `soundfile`; libsndfile >= 1.1 is needed for MP3 (the wheels of soundfile >= 0.12 ship 1.2).
 
 One module per corpus: fleurs, common_voice, mls, ascend, librispeech (LibriSpeech-format directories, the
 LibriMix sources); common holds what they share (errors, audio decoding, build_dataset).

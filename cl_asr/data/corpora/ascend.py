@@ -17,7 +17,8 @@ def load_ascend(split: str, data_dir: str | None = None, limit: int | None = Non
     data_dir: parquet files at {data_dir}/{split}/*.parquet, {data_dir}/default/{split}/*.parquet or
     {data_dir}/*{split}*.parquet, columns id, path, audio, transcription, duration, language,
     original_speaker_id, session_id, topic. data_dir None: the hub (CAiRE/ASCEND, parquet conversion).
-    language: "zh-en" for mixed rows, "zh" / "en" for monolingual ones; ASCEND's own tag is kept in `cs_label`."""
+    language: "zh-en" for mixed rows, "zh" / "en" for monolingual ones; ASCEND's own tag is kept in `cs_label`.
+    Audio formats: parquet only; the rows' embedded audio in any format libsndfile decodes (WAV in ASCEND)."""
     corpus = f"ASCEND {split}"
     how = (f"download it: `hf download CAiRE/ASCEND --repo-type dataset --revision refs/convert/parquet "
            f"--local-dir DIR` (or save `datasets.load_dataset('CAiRE/ASCEND', split=...)` with `.to_parquet(...)` "

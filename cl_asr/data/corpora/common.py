@@ -132,7 +132,7 @@ def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, max_seconds: float | None = None,
-                  where: dict[str, str] | None = None, extra_columns: tuple[str, ...] = ()):
+                  where: dict[str, str] | None = None, extra_columns: tuple[str, ...] = (), reads: str = ""):
     """Select (filter, sort by id, limit), decode, validate and return the dataset (numpy format)."""
     import datasets
 
@@ -170,7 +170,7 @@ def build_dataset(corpus: str, entries: list[Entry], limit: int | None = None, m
         for e in chunk:
             if not e.text or not e.text.strip():
                 raise CorpusError(f"{e.where}: empty transcript for utterance {e.id}")
-        for e, payload in zip(chunk, _fetch_audio(chunk)):
+        for e, payload in zip(chunk, _fetch_audio(chunk, corpus, reads)):
             audio, rate, channels = read_audio(payload, e.where)
             audio = to_16k(audio, rate)
             if max_seconds is not None and len(audio) > max_seconds * SAMPLE_RATE:
@@ -217,8 +217,10 @@ def _field(e: Entry, column: str):
     return getattr(e, column) if column in ("id", "text", "language", "speaker") else e.extra.get(column)
 
 
-def _fetch_audio(entries: list[Entry]) -> list[str | Path | bytes]:
-    """Encoded audio (bytes) or a file path for each entry; arrow rows are read per source, in one go."""
+def _fetch_audio(entries: list[Entry], corpus: str = "", reads: str = "") -> list[str | Path | bytes]:
+    """Encoded audio (bytes) or a file path for each entry; arrow rows are read per source, in one go.
+    `reads`: which audio files the loader reads (e.g. "FLAC only (...)"), said when a listed file is missing but
+    the same name with another extension is there (a converted copy), instead of "missing"."""
     out: list = [None] * len(entries)
     by_source: dict[int, tuple[ArrowSource, list[int], list[int]]] = {}
     for i, e in enumerate(entries):
@@ -230,6 +232,14 @@ def _fetch_audio(entries: list[Entry]) -> list[str | Path | bytes]:
         else:
             path = Path(e.audio)
             if not path.is_file():
+                other = other_formats(path)
+                if other:  # e.g. WAV where the loader reads FLAC: say so, not "incomplete copy"
+                    name, held = other
+                    raise CorpusError(
+                        f"{corpus + ': ' if corpus else ''}{e.where}: no such file, but {name} is there: this loader "
+                        f"reads {reads or 'the files its listing names, under those names'} (the folder "
+                        f"{path.parent} holds {held}). Convert the audio (e.g. `ffmpeg -i X{Path(name).suffix} "
+                        f"X{path.suffix}`) or restore the original files")
                 raise MissingDataError(f"{path}: audio file listed by {e.where} is missing (incomplete copy? "
                                        f"re-extract the corpus)")
             out[i] = path
@@ -244,6 +254,24 @@ def _fetch_audio(entries: list[Entry]) -> list[str | Path | bytes]:
                 raise CorpusError(f"{entries[i].where}: the audio cell holds no bytes and no readable file "
                                   f"(path {cell.get('path')!r})")
     return out
+
+
+def other_formats(path: Path) -> tuple[str, str] | None:
+    """None if no file in `path`'s folder has its name with another extension; else (that file's name, what
+    the folder holds), e.g. ("7-8-0000.wav", "3 .wav files and no .flac file")."""
+    try:
+        files = [p for p in path.parent.iterdir() if p.is_file()]
+    except OSError:
+        return None
+    siblings = sorted(p.name for p in files if p.stem == path.stem and p.suffix and p.name != path.name)
+    if not siblings:
+        return None
+    counts = Counter(p.suffix.lower() for p in files if p.suffix and p.suffix.lower() not in (".txt", ".tsv"))
+    plural = lambda n: "" if n == 1 else "s"  # noqa: E731
+    held = ", ".join(f"{n} {ext} file{plural(n)}" for ext, n in sorted(counts.items()))
+    if not counts.get(path.suffix.lower()):
+        held += f" and no {path.suffix.lower()} file"
+    return siblings[0], held
 
 
 class ArrowSource:

@@ -16,7 +16,9 @@ def load_common_voice(root: str, locale: str, split: str = "test", limit: int | 
                       max_seconds: float | None = None, where: dict[str, str] | None = None):
     """A local Common Voice release: {root}/{locale}/{split}.tsv (header with at least `path` and `sentence`;
     client_id, gender, locale, ... optional) and clips at {root}/{locale}/clips/<path> (MP3, usually 48 kHz).
-    language = the locale before "-" (fy-NL -> fy, zh-CN -> zh); speaker = client_id."""
+    language = the locale before "-" (fy-NL -> fy, zh-CN -> zh); speaker = client_id.
+    Audio formats: the clip files the TSV names, under those names: MP3 in Common Voice's releases (libsndfile
+    >= 1.1); converted clips (WAV, FLAC, Ogg) are read too if the TSV's `path` column names them."""
     corpus = f"Common Voice {locale}/{split}"
     if root is None or str(root).strip() == "":
         raise MissingDataError(f"{corpus}: no root directory given. {CV_HELP.format(locale=locale)}.")
@@ -46,4 +48,6 @@ def load_common_voice(root: str, locale: str, split: str = "test", limit: int | 
         entries.append(Entry(f"cv/{locale}/{split}/{Path(clip).stem}", get("sentence"), language,
                              get("client_id") or "unknown", f"{path} (listed in {tsv} line {n})", path,
                              {"gender": get("gender")}))
-    return build_dataset(corpus, entries, limit, max_seconds, where)
+    return build_dataset(corpus, entries, limit, max_seconds, where,
+                         reads=f"the clips {tsv.name} names, under those names (MP3 in Common Voice releases; WAV, "
+                               f"FLAC or Ogg too if its path column names them)")

@@ -30,6 +30,8 @@ def load_fleurs(config: str, split: str, data_dir: str | None = None, limit: int
     (header-less TSV: id, file name, raw transcription, transcription, characters, num_samples, gender).
     FLEURS publishes no speaker ids: speaker is "unknown". Utterance ids are the audio file names (several
     speakers read each sentence, so the sentence id is not unique).
+    Audio formats: parquet / hub rows' embedded audio, any format libsndfile decodes (WAV in FLEURS); the
+    original layout, the files the TSV names under audio/{split}/ (FLEURS' WAV files), under those names.
     """
     if text_field not in ("raw_transcription", "transcription"):
         raise ValueError(f"text_field must be 'raw_transcription' or 'transcription', got {text_field!r}")
@@ -74,7 +76,9 @@ def load_fleurs(config: str, split: str, data_dir: str | None = None, limit: int
                                      f"{tsv} line {n}", base / "audio" / split / cols[1]))
             for e in entries:
                 e.where = f"{e.audio} (listed in {e.where})"
-            return build_dataset(corpus, entries, limit, max_seconds, where)
+            return build_dataset(corpus, entries, limit, max_seconds, where,
+                                 reads=f"the files {tsv.name} names in audio/{split}/, under those names (WAV in "
+                                       f"FLEURS' archives)")
     looked = ", ".join(f"{b}/{split}/*.parquet, {b}/{split}.tsv" for b in bases)
     raise MissingDataError(f"{corpus}: not found under data_dir={root} (looked for {looked}). To get it, {how}; "
                            f"or leave data_dir unset to load the hub copy.")

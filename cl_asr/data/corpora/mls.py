@@ -20,7 +20,9 @@ def load_mls(language: str, split: str, root: str | None = None, limit: int | No
 
     root given: MLS' original layout {root}/mls_{language}/{split}/transcripts.txt (lines "SPK_BOOK_UTT<TAB>text")
     with audio at {split}/audio/{SPK}/{BOOK}/{SPK}_{BOOK}_{UTT}.flac (or mls_{language}_opus/ with .opus).
-    root None: the hub copy facebook/multilingual_librispeech (config = language name; no English there)."""
+    root None: the hub copy facebook/multilingual_librispeech (config = language name; no English there).
+    Audio formats: FLAC or Opus files (MLS' two releases); the hub copy's embedded audio, any format libsndfile
+    decodes. A transcript line whose audio is there only in another format is refused saying so."""
     by_code = {v: k for k, v in MLS_LANGUAGES.items()}
     name = by_code.get(language, language)
     if name not in MLS_LANGUAGES:
@@ -61,4 +63,5 @@ def load_mls(language: str, split: str, root: str | None = None, limit: int | No
         path = next((p for p in (stem.with_suffix(".flac"), stem.with_suffix(".opus")) if p.is_file()),
                     stem.with_suffix(".flac"))
         entries.append(Entry(f"{prefix}/{cols[0]}", cols[1], code, spk, f"{path} (listed in {tr} line {n})", path))
-    return build_dataset(corpus, entries, limit, max_seconds, where)
+    return build_dataset(corpus, entries, limit, max_seconds, where,
+                         reads="FLAC or Opus only ({SPK}_{BOOK}_{UTT}.flac or .opus under audio/{SPK}/{BOOK}/)")
