@@ -251,13 +251,25 @@ def test_compare_refuses_runs_whose_test_sets_differ(runs, tmp_path):
     shutil.copytree(b, changed)
     lines = (changed / "predictions.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
-    first["ids"][0] = "someone-else"
+    first["ids"][0] = "someone-else"  # other ids alone: the same set by its content checksum, compared
+    lines[0] = json.dumps(first)
+    (changed / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    renamed = cli("compare", str(a), str(changed), "--out", str(tmp_path / "renamed"))
+    assert renamed.returncode == 0, renamed.stderr
+    # other audio under the same ids and transcripts (its content checksum differs): refused
+    meta = json.loads((changed / "run.json").read_text())
+    meta["content_checksums"][f"{first['stream']}/{first['eval_on']}"] = "0" * 32
+    (changed / "run.json").write_text(json.dumps(meta))
+    proc = cli("compare", str(a), str(changed), "--out", str(tmp_path / "C"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"test set '{first['eval_on']}' holds different audio or other content" in proc.stderr
+    assert not (tmp_path / "C" / "report.md").exists()
+    # other reference transcripts: refused
+    first["refs"][0] = "a different sentence"
     lines[0] = json.dumps(first)
     (changed / "predictions.jsonl").write_text("\n".join(lines) + "\n")
     proc = cli("compare", str(a), str(changed), "--out", str(tmp_path / "C"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"test set '{first['eval_on']}' holds different utterances" in proc.stderr
-    assert not (tmp_path / "C" / "report.md").exists()
+    assert proc.returncode == 2 and f"test set '{first['eval_on']}' holds different reference transcripts" in proc.stderr
     one = cli("compare", str(a), "--out", str(tmp_path / "D"))
     assert one.returncode == 2 and "at least two run directories" in one.stderr
 

@@ -5,6 +5,11 @@ espeak-ng's output depends on the history of synthesis calls in its process (the
 different waveform as the second call than as the first; resetting its random seed or re-initialising it does
 not help). So each corpus is synthesised in a fresh process of its own, which makes its audio a function of its
 spec alone, whatever was synthesised or cached before; it is then cached and read back.
+
+The cache is keyed by content (everything in the spec but its name), so scenarios that ask for the same audio
+share one cached corpus (e.g. the languages and code_switching scenarios' English, German and Spanish test sets).
+Utterance ids are the asking spec's name and the utterance's index, set on every read: they depend on the
+scenario and the utterance only, never on which scenario first wrote the cache.
 """
 from __future__ import annotations
 
@@ -139,7 +144,7 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
             bar.update(len(items))
         for i, ((text, voice), spoken) in enumerate(zip(items, speech)):
             audio = np.concatenate([pad, spoken, pad])
-            rows["id"].append(f"{spec.name}/{i:05d}")
+            rows["id"].append(f"{spec.name}/{i:05d}")  # as corpus_ids; replaced on every read
             rows["audio"].append({"array": audio, "sampling_rate": SAMPLE_RATE})
             rows["text"].append(text)
             rows["language"].append(spec.language)
@@ -166,5 +171,31 @@ def synthesize_corpus(spec: CorpusSpec, progress: bool = True):
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-    ds = datasets.load_from_disk(str(target))
+    fingerprint = hashlib.sha256(f"{target.name}\n{spec.name}".encode()).hexdigest()[:16]  # content and ids
+    ds = with_ids(datasets.load_from_disk(str(target)), spec.name, fingerprint=fingerprint)
     return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
+
+
+def corpus_ids(name: str, n: int) -> list[str]:
+    """The ids of a corpus's utterances: its name and each utterance's index."""
+    return [f"{name}/{i:05d}" for i in range(n)]
+
+
+def with_ids(ds, name: str, fingerprint: str | None = None):
+    """`ds` with its `id` column replaced by corpus_ids(name) (the cached ids are those of whichever spec first
+    wrote the corpus). Nothing is decoded: the other columns stay memory-mapped. Columns, their order, the schema
+    and the id column's chunks are kept. Done on every read, whatever name the cache was written under, so a set's
+    arrow batches, and Scenario.checksums, do not depend on the cache's history; for a corpus of one chunk (up to
+    1,000 rows: every profile's) they are also byte for byte those read before ids were set on read."""
+    import datasets
+    import pyarrow as pa
+    from datasets.table import InMemoryTable, concat_tables
+
+    ids, at, chunks = corpus_ids(name, len(ds)), 0, []
+    for chunk in ds.data.column("id").chunks:
+        chunks.append(pa.array(ids[at:at + len(chunk)], type=pa.string()))
+        at += len(chunk)
+    column = InMemoryTable(pa.table({"id": pa.chunked_array(chunks, type=pa.string())}))
+    table = concat_tables([column, ds.data.drop(["id"])], axis=1)
+    out = datasets.Dataset(table, info=ds.info.copy(), split=ds.split, fingerprint=fingerprint)
+    return out if out.column_names == ds.column_names else out.select_columns(ds.column_names)

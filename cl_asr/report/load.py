@@ -83,8 +83,8 @@ def check_comparable(runs: list[Run]) -> None:
                     raise ValueError(
                         f"cannot compare {other.path} and {run.path}: test set {name!r} holds different {what} "
                         f"({len(q['ids'])} vs {len(p['ids'])} utterances; e.g. regenerated data, another profile "
-                        f"or another corpus){_why_not_by_content(what, q, p, other, run)}; compare runs "
-                        "evaluated on the same test sets")
+                        "or another corpus); compare runs evaluated on the same test sets"
+                        + _why_not_by_content(what, q, p, other, run))
             seen[name][key] = (p, run)
 
 
@@ -92,10 +92,10 @@ def _why_not_by_content(what: str, a: dict, b: dict, run_a: Run, run_b: Run) -> 
     """Ids differ but the references agree: say which run could not be matched by content."""
     if what != "utterances" or tuple(a["refs"]) != tuple(b["refs"]):
         return ""
-    without = [str(r.path) for r, p in ((run_a, a), (run_b, b)) if not p.get(SET_CONTENT)]
-    return (f". The references agree but the ids differ, and {' and '.join(dict.fromkeys(without))} recorded no "
-            "content checksum of the set (run.json content_checksums; older runs): the sets cannot be matched by "
-            "their content, re-run to compare")
+    without = " and ".join(dict.fromkeys(str(r.path) for r, p in ((run_a, a), (run_b, b)) if not p.get(SET_CONTENT)))
+    return (f". Only the ids differ (the references agree), but {without} recorded no content checksum of the set "
+            "(run.json content_checksums, which older runs lack), so the sets cannot be matched by their content: "
+            "re-run to compare")
 
 
 @dataclass

@@ -28,6 +28,26 @@ class DifferentTestSets(ValueError):
     """Two systems were evaluated on different utterances (or references) of a set: they cannot be compared."""
 
 
+# A prediction row's key for the content checksum of the set it was evaluated on: run.json's content_checksums
+# ('stream/set' -> a hash of every row of the set but its id), added to each row by cl_asr/report/load.py.
+SET_CONTENT = "set_content"
+
+
+def how_sets_differ(a: dict, b: dict) -> str | None:
+    """None when prediction rows `a` and `b` (of one run or two) were evaluated on the same test set; otherwise
+    what differs. With both rows' content checksums, the set is its content (audio, transcripts, every other
+    column), whatever its ids: the same audio is the same set, named by whichever scenario asked for it. Without
+    them (runs made before they were recorded) it is the utterance ids; the reference transcripts, always."""
+    content_a, content_b = a.get(SET_CONTENT), b.get(SET_CONTENT)
+    if not (content_a and content_b) and tuple(a["ids"]) != tuple(b["ids"]):
+        return "utterances"
+    if tuple(a["refs"]) != tuple(b["refs"]):
+        return "reference transcripts"
+    if content_a and content_b and (content_a != content_b or len(a["ids"]) != len(b["ids"])):
+        return "audio or other content"  # the same transcripts, but the sets' content checksums differ
+    return None
+
+
 class NoUtteranceCounts(ValueError):
     """The predictions have no per-utterance counts (runs made before they were recorded)."""
 
@@ -74,8 +94,11 @@ class Difference:
 class _SetCounts:
     """One test set's per-utterance counts for one metric: a row per evaluation cell."""
 
-    def __init__(self, name: str, ids: tuple, refs: tuple, first: str):
-        self.name, self.ids, self.refs, self.first = name, ids, refs, first
+    def __init__(self, name: str, row: dict):
+        # The first prediction row of the set: every other must be on the same set (how_sets_differ); ids
+        # and refs are that row's (runs with content checksums may name the same utterances differently).
+        self.name, self.row, self.first = name, row, row["system"]
+        self.ids, self.refs = tuple(row["ids"]), tuple(row["refs"])
         self.keys: list[tuple] = []
         self.edits: list[list[int]] = []
         self.tokens: list[list[int]] = []
@@ -124,10 +147,10 @@ class Bootstrap:
                 continue
             name = p["eval_on"]
             if name not in sets:
-                sets[name] = _SetCounts(name, tuple(p["ids"]), tuple(p["refs"]), p["system"])
+                sets[name] = _SetCounts(name, p)
             sc = sets[name]
-            if tuple(p["ids"]) != sc.ids or tuple(p["refs"]) != sc.refs:
-                what = "utterances" if tuple(p["ids"]) != sc.ids else "reference transcripts"
+            what = how_sets_differ(sc.row, p)
+            if what:
                 raise DifferentTestSets(
                     f"test set {name!r}: {p['system']} was evaluated on different {what} than {sc.first} "
                     f"({len(p['ids'])} vs {len(sc.ids)} utterances): their figures cannot be compared")

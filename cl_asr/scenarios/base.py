@@ -128,9 +128,11 @@ class Scenario:
                                 self._extras[row["id"]] = {c: row[c] for c in cols}
         return self._extras
 
-    def checksums(self) -> dict[str, str]:
+    def checksums(self, leave_out: tuple[str, ...] = ()) -> dict[str, str]:
         """'stream/set' -> a hash of every row of that set (ids, transcripts, audio samples, enrolment, ...):
-        what the results were computed on. run.json keeps them; a resumed run must see the same."""
+        what the results were computed on. run.json keeps them; a resumed run must see the same. Columns in
+        `leave_out` are not hashed: with ("id",) it is the set's content alone, the same for the same audio and
+        transcripts whatever their ids (run.json's content_checksums, by which `compare` pairs runs' sets)."""
         import hashlib
 
         import pyarrow as pa
@@ -141,6 +143,7 @@ class Scenario:
                 h = hashlib.blake2b(digest_size=16)
                 for ds in _hf_datasets(exp.dataset):
                     for batch in ds.with_format("arrow").iter(batch_size=256):
+                        batch = batch.drop_columns([c for c in leave_out if c in batch.column_names])
                         sink = pa.BufferOutputStream()
                         with pa.ipc.new_stream(sink, batch.schema) as writer:
                             writer.write_table(batch)
