@@ -1,6 +1,7 @@
-"""What determined a run, for run.json: git commit, package versions, device, Python."""
+"""What determined a run, for run.json: git commit, package versions, the environment lock, device, Python."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -35,6 +36,34 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+LOCK_FILE = REPO_ROOT / "constraints.txt"  # exact versions the README's set-up installs (README, "Reproducibility")
+
+
+def environment_lock(path=LOCK_FILE) -> dict:
+    """The lock file's hash and whether this environment holds exactly its versions (`differs` lists up to ten
+    that do not: a run made outside the locked environment says so in run.json and the report)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:  # e.g. a wheel install: the lock lives in the checkout
+        return {"file": None, "sha256": None, "matches": None}
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            pins[name.strip()] = version.split(";", 1)[0].strip()
+    differs = {}
+    for name, version in pins.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or installed.split("+", 1)[0] != version.split("+", 1)[0]:
+            differs[name] = {"locked": version, "installed": installed}
+    return {"file": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest(), "pins": len(pins),
+            "matches": not differs, "differs": dict(list(differs.items())[:10])}
 
 
 def cpu_name() -> str:

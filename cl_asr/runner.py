@@ -34,7 +34,7 @@ from .cl.resources import PeakMemory
 from .cl.decoding import DecodeMemo
 from .cl.template import ASRTemplate
 from .core import tensor_digest
-from .env_info import device_info, git_commit, package_versions
+from .env_info import device_info, environment_lock, git_commit, package_versions
 from .log import log
 from .methods import get_method, method_config
 from .metrics.text import pooled, score_utterances
@@ -333,8 +333,9 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
     checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
     run_dir.open(config, checksums, {n: dataclasses.asdict(c) for n, c in configs.items()},
                  {name: len(steps[name]) * rows_per_pass for name in req.strategies},
-                 {"git": git_commit(), "packages": package_versions(), "device": device_info(device),
-                  "scenario_settings": scenario.settings, "experiences": scenario.experience_names,
+                 {"git": git_commit(), "packages": package_versions(), "environment_lock": environment_lock(),
+                  "device": device_info(device),
+                  "scenario_settings": scenario.settings, "content_checksums": scenario.checksums(leave_out=("id",)), "experiences": scenario.experience_names,
                   "preservation": scenario.preservation_names, "metric": scenario.metric, "command": req.command})
     encoder_cache = EncoderCache(profile.encoder_cache_mb, cache_dir() / "encoder_outputs",
                                  profile.encoder_cache_disk_mb, profile.cross_attention_cache_mb

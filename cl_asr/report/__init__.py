@@ -92,6 +92,7 @@ def _facts(meta: dict) -> str:
         f"greedy decoding capped at {prof['max_new_tokens']} new tokens",
         f"- **Device**: {device}; git commit `{(git.get('commit') or 'unknown')[:12]}`"
         f"{' (uncommitted changes)' if git.get('dirty') else ''}; started {meta.get('started', '?')}",
+        *_lock_line(meta.get("environment_lock")),
     ]
     if settings.get("text_only_training"):
         described = {r["strategy"]: r["description"] for r in meta.get("strategy_runs", [])
@@ -106,6 +107,20 @@ def _facts(meta: dict) -> str:
     if meta.get("command"):
         lines.append(f"- **Command**: `{meta['command']}`")
     return "\n".join(lines)
+
+
+def _lock_line(lock: dict | None) -> list[str]:
+    """Whether the run's packages were exactly those of the lock file (README, "Reproducibility")."""
+    if not lock:
+        return []  # a run from before the lock was recorded
+    if lock.get("sha256") is None:
+        return ["- **Environment**: no lock file found (not a checkout), so the package versions were not checked"]
+    where = f"`{lock['file']}` (sha256 {lock['sha256'][:12]}, {lock.get('pins', '?')} exact versions)"
+    if lock.get("matches"):
+        return [f"- **Environment**: every package at its version in {where}"]
+    differs = ", ".join(f"{n} {d['installed'] or 'missing'} (locked {d['locked']})"
+                        for n, d in lock.get("differs", {}).items())
+    return [f"- **Environment**: not the locked one: {differs} differ from {where}"]
 
 
 def _data_shortfall_lines(utt: dict, repairs: dict, prof: dict) -> list[str]:
