@@ -9,11 +9,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The fast lane (`pytest -m "not slow"`, README) leaves these out: whole command-line runs in subprocesses, Ray,
 # several processes, a wheel build, the real whisper-base (each 10 s to 2 min on 2 cores). CI runs everything.
 SLOW_MODULES = {"test_robustness.py", "test_ray_executor.py", "test_data_parallel.py", "test_slow_whisper_base.py",
-                "test_user_strategy_caches.py", "test_packaging.py", "test_cli_and_micro_run.py"}
+                "test_user_strategy_caches.py", "test_packaging.py", "test_cli_and_micro_run.py",
+                "test_strategy_failures.py"}
 SLOW_TESTS = {"test_seeds_run_every_strategy_per_seed_and_the_report_has_intervals",
               "test_compare_refuses_runs_whose_test_sets_differ", "test_text_domains_micro_benchmark_with_text_spt",
               "test_speakers_micro_benchmark_with_ts_prompt", "test_code_switching_micro_benchmark",
-              "test_fft_learns_by_changing_the_weights"}
+              "test_fft_learns_by_changing_the_weights",
+              "test_a_scenario_gives_the_same_predictions_on_an_empty_cache_and_on_one_another_scenario_filled"}
 
 
 def pytest_collection_modifyitems(config, items):

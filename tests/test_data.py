@@ -127,3 +127,23 @@ def test_corpus_audio_depends_on_its_spec_only_not_on_what_was_synthesised_befor
     assert len(first) == len(second) == 2
     for x, y in zip(first, second, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_assemble_counts_utterances_longer_than_the_encoder_window():
+    """The encoder sees only the window: utterances longer than it are counted (the report's data line)."""
+    import datasets
+
+    from cl_asr.core import Target
+    from cl_asr.scenarios import load_scenario_builder
+
+    builder = load_scenario_builder("languages")
+    profile = builder.profile("micro")  # a 10 s window
+    rows = lambda secs: datasets.Dataset.from_dict(  # noqa: E731
+        {"id": [f"u{i}" for i in range(len(secs))], "text": ["x"] * len(secs), "duration": secs})
+    targets = {(s, 0): Target(s, 0, "a", "en", "en") for s in ("train", "test")}
+    settings = {}
+    builder.assemble(profile, [rows([3.0, 12.5])], [rows([10.0, 10.5, 4.0])], [], targets, settings)
+    assert settings["utterances"]["longer_than_window"] == 2  # 12.5 s and 10.5 s; exactly 10 s fits
+    settings = {}
+    builder.assemble(profile, [rows([3.0])], [rows([9.9])], [], targets, settings)
+    assert "longer_than_window" not in settings["utterances"]

@@ -58,7 +58,6 @@ def test_a_corpus_cached_by_another_spec_has_the_asking_specs_ids(tmp_path, monk
     assert arrow_checksum(reused) == arrow_checksum(fresh)
 
 
-@pytest.mark.slow
 def test_a_scenario_gives_the_same_predictions_on_an_empty_cache_and_on_one_another_scenario_filled(tmp_path):
     """code_switching's English, Spanish and German monolingual test sets are the languages scenario's
     preservation sets (the same sentences, voices and silence): cached first by code_switching, they are read

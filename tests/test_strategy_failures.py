@@ -86,7 +86,7 @@ def test_failing_strategies_are_recorded_the_others_complete_and_a_rerun_retries
     meta["status"] = "running"
     meta["strategy_runs"] = [r for r in meta["strategy_runs"] if r["strategy"] not in ("fft", "flaky_once")]
     # the data section: a real corpus's sets can be smaller than asked, with files left out or repaired
-    meta["scenario_settings"]["utterances"]["per_set"] = {"test/eo": 2, "test/ia": 3}
+    meta["scenario_settings"]["utterances"].update({"per_set": {"test/eo": 2, "test/ia": 3}, "longer_than_window": 1})
     meta["scenario_settings"]["repairs"] = {"eo/test": {"left_out_longer_than_max_seconds": 7, "resampled_to_16k": 2}}
     (killed / "run.json").write_text(json.dumps(meta))
     rows = [r for r in _rows(killed) if r["strategy"] != "flaky_once"
@@ -98,6 +98,7 @@ def test_failing_strategies_are_recorded_the_others_complete_and_a_rerun_retries
     assert "- `fft` (seed 0): partial, 24 of 48 result rows" in banner
     assert "- `flaky_once` (seed 0): not started" in banner
     assert "Smaller sets than the profile asks for** (not enough usable utterances): test/eo 2 (of 3)" in report
+    assert "Cut by the window**: 1 utterance(s) are longer than the 10 s encoder window" in report
     assert "eo/test: 7 left out as too long (encoder window 10 s, or the set's max_seconds), 2 resampled to 16 kHz" in report
     summary = pd.read_csv(killed / "summary.csv")
     assert dict(zip(summary.strategy, summary.status)) == {

@@ -134,6 +134,10 @@ def _data_shortfall_lines(utt: dict, repairs: dict, prof: dict) -> list[str]:
              if wanted.get(name.split("/")[0]) and n < wanted[name.split("/")[0]]]
     if short:
         lines.append("- **Smaller sets than the profile asks for** (not enough usable utterances): " + ", ".join(short))
+    if utt.get("longer_than_window"):
+        lines.append(f"- **Cut by the window**: {utt['longer_than_window']} utterance(s) are longer than the "
+                     f"{prof['encoder_window_seconds']:g} s encoder window; the encoder saw only their first "
+                     f"{prof['encoder_window_seconds']:g} s")
     words = {"left_out_longer_than_max_seconds": f"left out as too long (encoder window {prof['encoder_window_seconds']:g} s, or the set's max_seconds)",
              "resampled_to_16k": "resampled to 16 kHz", "downmixed_to_mono": "down-mixed to mono"}
     done = [f"{name}: " + ", ".join(f"{n} {words.get(k, k)}" for k, n in counts.items())

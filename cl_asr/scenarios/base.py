@@ -232,6 +232,9 @@ class ScenarioBuilder:
             "hours": round(sum(durations) / 3600, 4),
             "max_seconds": round(max(durations), 2),
         })
+        over = sum(d > profile.encoder_window_seconds for d in durations)
+        if over:  # the encoder sees only the window: the end of each of these is cut (the report says so)
+            settings["utterances"]["longer_than_window"] = over
         return Scenario(self.config.name, self.config.metric, benchmark, targets, settings, set_metrics or {},
                         dict(disjoint or {}))
 
