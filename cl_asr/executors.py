@@ -165,7 +165,9 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
                  f"{len(failures)} failed")
         except Exception as exc:  # noqa: BLE001 - a failed job is reported and recorded, the others go on
             cause = getattr(exc, "cause", None) or exc
-            failures[(name, seed)] = f"{type(cause).__name__}: {cause}"
+            raised = _job_failure(jobs_dir / job_name(name, seed), name, seed)  # the strategy raised: its record
+            failures[(name, seed)] = (f"{raised['reason']} (during {raised.get('during', '?')})" if raised
+                                      else f"{type(cause).__name__}: {cause}")
             log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} FAILED after "
                  f"{_attempts(jobs_dir / job_name(name, seed))} attempt(s): {failures[(name, seed)]}")
     meta = gather(out, req, grid, failures, options, time.perf_counter() - t_start)
@@ -200,7 +202,10 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
         preds += read_jsonl(job_dir / "predictions.jsonl") if (job_dir / "predictions.jsonl").is_file() else []
         runs += [s for s in meta["strategy_runs"] if s["strategy"] == name and s["seed"] == seed]
     for (name, seed), reason in failures.items():
-        runs.append(StrategyRun(name, seed, failure={"kind": "job failed", "reason": reason}).to_json())
+        raised = _job_failure(out / "jobs" / job_name(name, seed), name, seed) or {}
+        failure = {"kind": "job failed", "reason": reason,
+                   **{k: raised[k] for k in ("during", "reason", "traceback") if k in raised}}
+        runs.append(StrategyRun(name, seed, failure=failure).to_json())
     if not metas:
         merged = {"config": {}}
     else:
@@ -232,6 +237,17 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
     })
     RunDirectory(out).write_whole(rows, preds, merged)
     return merged
+
+
+def _job_failure(job_dir: Path, name: str, seed: int) -> dict | None:
+    """The failure the job recorded of its strategy (where it raised: cl_asr/runner.py record_failure), or None
+    when it recorded none (its worker died first, say)."""
+    try:
+        meta = json.loads((job_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return next((s["failure"] for s in meta.get("strategy_runs", [])
+                 if (s["strategy"], s["seed"]) == (name, seed) and s.get("failure")), None)
 
 
 def _attempts(job_dir: Path) -> int:

@@ -81,6 +81,9 @@ def test_a_job_failing_once_is_retried_and_one_always_failing_does_not_sink_the_
     runs = {s["strategy"]: s for s in meta["strategy_runs"]}
     assert "failure" not in runs["flaky_once"] and "failure" not in runs["zero_shot"]
     assert runs["always_fails"]["failure"]["kind"] == "job failed"
+    assert runs["always_fails"]["failure"]["during"] == "setup"  # the job's own record, gathered
+    assert "injected failure on every attempt" in runs["always_fails"]["failure"]["traceback"]
+    assert "| always_fails | 0 | job failed | setup |" in (out / "report.md").read_text()
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["strategy"] for r in rows} == {"zero_shot", "flaky_once"}
     # zero-shot and its flaky twin decode alike: the retried job's results are whole and right
