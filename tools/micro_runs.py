@@ -34,7 +34,8 @@ def fleurs_fixture(root: Path) -> Path:
         for split in ("train", "test"):
             lines = []
             for i in range(5):
-                seconds, freq = 0.4 + 0.1 * i, 150.0 + 40 * c + 15 * i
+                # test tones a few Hz off the training ones: the same audio in both splits is a leak, refused
+                seconds, freq = 0.4 + 0.1 * i, 150.0 + 40 * c + 15 * i + (7.0 if split == "test" else 0.0)
                 t = np.arange(int(seconds * 16_000)) / 16_000
                 wav = root / config / "audio" / split / f"{c}{i}{len(split)}.wav"
                 wav.parent.mkdir(parents=True, exist_ok=True)
