@@ -131,7 +131,11 @@ def test_summary_and_report_files(micro_run):
     for col in ["scenario", "strategy", "seed", "avg_error", "bwt", "forgetting", "fwt", "base_error_delta",
                 "trainable_params", "stored_bytes", "train_seconds", "peak_memory_mb"]:
         assert col in summary.columns
-    assert sorted(summary.strategy) == sorted(STRATEGIES)
+    assert sorted(summary[summary.status == "complete"].strategy) == sorted(STRATEGIES)
+    assert set(summary[summary.status != "complete"].strategy) == {"text_spt", "ts_prompt"}  # cannot run here: listed
+    assert summary.set_index("strategy").loc["ts_prompt", "status"] == "cannot run"
+    assert "incomplete" not in (out / "report.md").read_text().split("## How to read", 1)[0]  # not a failure
+    summary = summary[summary.status == "complete"]
     zs = summary.set_index("strategy").loc["zero_shot"]
     assert zs.bwt == 0 and zs.forgetting == 0 and zs.fwt == 0 and zs.base_error_delta == 0
     by = summary.set_index("strategy")

@@ -193,6 +193,7 @@ class _Scenario:
              "seed": seed, "status": state}
             for run in runs for state, items in (
                 ("failed", self.progress[run.label].failed), ("partial", self.progress[run.label].partial),
+                ("cannot run", self.progress[run.label].cannot_run),
                 ("not started", [(n, s) for n, s in self.progress[run.label].missing]))
             for name, seed, *_ in items
             if not (state == "partial" and (name, seed) in {(f[0], f[1]) for f in self.progress[run.label].failed})])

@@ -103,11 +103,12 @@ class Progress:
     """Where a run directory stands: every (strategy, seed) asked of it, by state."""
 
     status: str  # run.json's: complete, incomplete (something failed), running (still running, or killed)
-    asked: int  # (strategy, seed) runs asked of the directory
+    asked: int  # (strategy, seed) runs asked of the directory that apply to its scenario
     complete: list[tuple[str, int]]
     partial: list[tuple[str, int, int, int]]  # (strategy, seed, result rows written, rows when complete)
     failed: list[tuple[str, int, str]]  # (strategy, seed, what happened)
     missing: list[tuple[str, int]]  # asked for, never started
+    cannot_run: list[tuple[str, int, str]]  # declared not to apply to the scenario: not a failure of the run
 
     @property
     def finished(self) -> bool:
@@ -129,9 +130,12 @@ def progress(meta: dict, results: pd.DataFrame) -> Progress:
     records = {(r["strategy"], r["seed"]): r for r in meta.get("strategy_runs", [])}
     grid = [tuple(g) for g in meta.get("grid") or dict.fromkeys([*records, *counts])]
     expected = meta.get("expected_rows", {})
-    complete, partial, failed, missing = [], [], [], []
+    complete, partial, failed, missing, cannot_run = [], [], [], [], []
     for name, seed in grid:
         n, rec = counts.get((name, seed), 0), records.get((name, seed))
+        if rec and rec.get("failure", {}).get("kind") == "cannot run":
+            cannot_run.append((name, seed, rec["failure"]["reason"]))
+            continue
         if rec and rec.get("failure"):
             f = rec["failure"]
             failed.append((name, seed, f["kind"] + (f" during {f['during']}" if f.get("during") else "")))
@@ -141,4 +145,5 @@ def progress(meta: dict, results: pd.DataFrame) -> Progress:
             partial.append((name, seed, n, expected.get(name, 0)))
         elif not (rec and rec.get("failure")):
             missing.append((name, seed))
-    return Progress(meta.get("status", "unknown"), len(grid), complete, partial, failed, missing)
+    return Progress(meta.get("status", "unknown"), len(grid) - len(cannot_run), complete, partial, failed, missing,
+                    cannot_run)
