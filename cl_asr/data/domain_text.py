@@ -316,6 +316,13 @@ def _pool(domain: str, split: str) -> tuple[DomainSentence, ...]:
     return tuple(pool)
 
 
+def domain_pool(domain: str, split: str) -> list[DomainSentence]:
+    """The whole fixed `split` pool of `domain` (domain_sentences' n-th prefix is its first n)."""
+    _check_domain(domain)
+    split_templates(domain, split)  # validates split
+    return list(_pool(domain, split))
+
+
 def domain_sentences(domain: str, n: int, split: str) -> list[DomainSentence]:
     """The first `n` sentences of `domain`'s fixed `split` ("train" or "test") pool; the same in every call."""
     _check_domain(domain)

@@ -1,7 +1,10 @@
-"""The project's own sentence bank (cl_asr/data/sentences/<language>.txt) and its fixed train/test split."""
+"""The project's own sentence bank (cl_asr/data/sentences/<language>.txt) and its fixed train/test split, and
+the separate dev sentences of a language (<language>.dev.txt) for scenarios whose plans draw from the whole bank
+(the synthetic speakers scenario)."""
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 SENTENCE_DIR = Path(__file__).parent / "sentences"
@@ -9,7 +12,7 @@ SPLIT_SEED = 20261122  # fixed: test sentences must not depend on a run's seed
 
 
 def available_languages() -> list[str]:
-    return sorted(p.stem for p in SENTENCE_DIR.glob("*.txt"))
+    return sorted(p.stem for p in SENTENCE_DIR.glob("*.txt") if "." not in p.stem)  # not <language>.dev.txt
 
 
 def load_sentences(language: str) -> list[str]:
@@ -18,6 +21,32 @@ def load_sentences(language: str) -> list[str]:
         raise FileNotFoundError(
             f"no sentence bank for language {language!r} ({path}); available: {', '.join(available_languages())}"
         )
+    return _read_lines(path)
+
+
+def dev_sentences(language: str) -> list[str]:
+    """The dev sentences of `language` (<language>.dev.txt, in file order): none of them is in the language's
+    bank (<language>.txt), so they are disjoint from every train and test sentence drawn from it."""
+    path = SENTENCE_DIR / f"{language}.dev.txt"
+    if not path.is_file():
+        have = sorted(p.name.split(".")[0] for p in SENTENCE_DIR.glob("*.dev.txt"))
+        raise FileNotFoundError(f"no dev sentences for language {language!r} ({path}); languages with dev "
+                                f"sentences: {', '.join(have) or 'none'}")
+    sentences = _read_lines(path)
+    bank = {_plain(s) for s in load_sentences(language)}
+    shared = [s for s in sentences if _plain(s) in bank]
+    if shared:
+        raise ValueError(f"{path}: {len(shared)} dev sentence(s) are also in {language}.txt (e.g. {shared[0]!r}): "
+                         f"dev sentences must be disjoint from the bank's train and test sentences")
+    return sentences
+
+
+def _plain(sentence: str) -> str:
+    """Case, punctuation and spacing do not make a sentence different."""
+    return " ".join(re.sub(r"[^\w\s]", " ", sentence.casefold()).split())
+
+
+def _read_lines(path: Path) -> list[str]:
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     sentences = [line for line in lines if line]
     if len(set(sentences)) != len(sentences):

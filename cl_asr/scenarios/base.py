@@ -13,6 +13,9 @@ from ..core import Target
 from ..registry import Registry
 
 BUILDERS: Registry[type["ScenarioBuilder"]] = Registry("scenario builder")
+# What a built scenario evaluates (`ScenarioBuilder.build(..., evaluate=)`): its test sets (every run, the
+# default), or its dev sets instead (hyper-parameter tuning: then no test set is built, synthesised or loaded).
+EVALUATED_SPLITS = ("test", "dev")
 
 
 def register_builder(name: str):
@@ -27,6 +30,10 @@ class ProfileConfig:
     backbone: str = field(default="offline:whisper-base", metadata={"help": "backbone spec (see backbones)"})
     n_train: int = field(default=40, metadata={"help": "training utterances per experience"})
     n_test: int = field(default=12, metadata={"help": "test utterances per experience and preservation set"})
+    n_dev: int | None = field(default=None, metadata={
+        "help": "dev utterances per experience and preservation set, evaluated instead of the test sets when a "
+                "scenario is built with evaluate='dev' (hyper-parameter tuning: no test set is built); "
+                "default (null): n_test"})
     epochs: int = field(default=3, metadata={"help": "training epochs per experience"})
     batch_size: int = field(default=4, metadata={"help": "training mini-batch size"})
     eval_batch_size: int = field(default=16, metadata={"help": "decoding batch size"})
@@ -54,7 +61,9 @@ class ProfileConfig:
     loader_workers: int = field(default=0, metadata={"help": "data-loader worker processes (log-mel extraction)"})
 
     def __post_init__(self):
-        for name in ("n_train", "n_test", "epochs", "batch_size", "eval_batch_size", "max_new_tokens"):
+        if self.n_dev is None:
+            self.n_dev = self.n_test
+        for name in ("n_train", "n_test", "n_dev", "epochs", "batch_size", "eval_batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -64,10 +73,35 @@ class ProfileConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
 
 
+def check_evaluate(evaluate: str) -> str:
+    """`evaluate`, if it is one of EVALUATED_SPLITS; else a ValueError saying what it may be."""
+    if evaluate not in EVALUATED_SPLITS:
+        raise ValueError(f"evaluate must be one of {', '.join(EVALUATED_SPLITS)}, got {evaluate!r}")
+    return evaluate
+
+
+def dev_tail(pool: list, n_used: int, n_dev: int, what: str) -> list:
+    """The dev sentences of a synthetic scenario: the LAST `n_dev` of `pool`, a pool whose first `n_used` items
+    are what the scenario uses today (its training or test sentences), so the dev sentences are disjoint from
+    those and taking them changes nothing else. A profile whose n_used + n_dev exceed the pool is refused."""
+    if n_used + n_dev > len(pool):
+        room = len(pool) - n_used
+        fix = (f"lower the profile's n_dev to at most {room}" if room > 0 else
+               "none is left for a dev set: use a profile with a smaller n_train")
+        raise ValueError(f"{what}: the profile uses {n_used} of the pool's {len(pool)} sentences and asks for "
+                         f"{n_dev} dev sentences (n_dev), taken from the end of the pool so that they are "
+                         f"disjoint from the used ones: {fix}")
+    return list(pool[len(pool) - n_dev:])
+
+
 @dataclass
 class Scenario:
     """A built scenario: Avalanche streams `train`, `test` (one per experience) and `preservation`
-    (sets evaluated throughout to measure what the model keeps), and a Target for each experience."""
+    (sets evaluated throughout to measure what the model keeps), and a Target for each experience.
+
+    Built with evaluate="dev", the `test` and `preservation` streams hold the experiences' and preservation
+    languages' dev sets instead (same Target names, so everything downstream runs unchanged) and
+    `settings["evaluated_split"]` is "dev"; no test set exists then. Built as usual it is "test"."""
 
     name: str
     metric: str  # the headline metric (summary, forgetting, plots)
@@ -85,10 +119,16 @@ class Scenario:
 
     def check_disjoint(self) -> None:
         """Raise SplitLeakError (a ValueError) if a training set shares an utterance (audio content) with an
-        evaluated set, or a sentence or voice where `disjoint` promises none; dev sets are checked against test."""
+        evaluated set (test and preservation sets, or, built with evaluate="dev", the dev sets in their place),
+        or a sentence or voice where `disjoint` promises none; a separate `dev` stream is checked against test."""
         from .leaks import check_disjoint
 
         check_disjoint(self)
+
+    @property
+    def evaluated_split(self) -> str:
+        """"test", or "dev" for a scenario built with evaluate="dev" (its test stream then holds dev sets)."""
+        return self.settings.get("evaluated_split", "test")
 
     @staticmethod
     def set_datasets(experience) -> list:
@@ -214,6 +254,7 @@ class ScenarioBuilder:
                  disjoint: dict | None = None) -> Scenario:
         """The Scenario from its datasets (one per experience / preservation set, in order): an Avalanche
         benchmark with train, test and preservation streams, and the utterance counts added to `settings`.
+        `test` / `preservation` are the dev sets where settings["evaluated_split"] is "dev".
         `disjoint`: what the builder promises its sets keep apart besides recordings (see Scenario.disjoint)."""
         from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
         from avalanche.benchmarks.utils import AvalancheDataset
@@ -225,10 +266,11 @@ class ScenarioBuilder:
         with_audio = [d for d in (*train, *test, *preservation) if "duration" in d.column_names]
         durations = [float(x) for d in with_audio for x in d["duration"]]
         text_only = len(with_audio) < len(train) + len(test) + len(preservation)
+        split = settings.setdefault("evaluated_split", "test")
         settings.setdefault("utterances", {}).update({
             ("train_sentences_per_experience" if text_only else "train_per_experience"): profile.n_train,
-            "test_per_set": profile.n_test,
-            ("total_test" if text_only else "total"): len(durations),
+            f"{split}_per_set": profile.n_test if split == "test" else profile.n_dev,
+            (f"total_{split}" if text_only else "total"): len(durations),
             "hours": round(sum(durations) / 3600, 4),
             "max_seconds": round(max(durations), 2),
         })
@@ -250,6 +292,11 @@ class ScenarioBuilder:
             "data_source": getattr(cfg, "data_source", ""),
         }
 
-    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True,
+              evaluate: str = "test") -> Scenario:
+        """The Scenario at `profile`. evaluate="test" (every run): train, test and preservation sets.
+        evaluate="dev" (hyper-parameter tuning): the same training sets, and the dev sets (profile.n_dev per
+        set) as the test and preservation streams; no test set is synthesised or loaded. Each builder's
+        docstring says where its dev sentences (or splits) and voices come from."""
         raise NotImplementedError
 

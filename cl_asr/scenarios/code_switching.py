@@ -8,6 +8,13 @@ same voice variant in its own language's espeak-ng voice and joined with a short
 language's token (the first of the pair), the same for every strategy. Metric: mixed error rate (Chinese
 characters plus words of the other language, Chinese converted to Simplified first), with the error on each
 language's part of the sentence alongside.
+
+Dev sets (`build(..., evaluate="dev")`, for hyper-parameter tuning: they replace the test and preservation
+sets, and no test set is synthesised): per pair, the LAST `n_dev` of the pair's training sentences (those after
+the first test_pool; a profile whose n_train + n_dev exceed them is refused, so no dev sentence is a training
+or test one and the training sentences stay the same); per monolingual preservation language, the last `n_dev`
+sentences of the bank's train pool (no monolingual sentence is trained on). All spoken by the test voices, as
+the test sets are: dev results should predict test conditions (voices never trained on).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from ..data.corpus import ESPEAK_VOICE, CorpusSpec, synthesize_corpus
 from ..data.text_bank import split_sentences
 from ..data.tts import Voice
 from ..core import Target
-from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .base import ProfileConfig, Scenario, ScenarioBuilder, check_evaluate, dev_tail, register_builder
 from .languages import VoiceConfig
 
 
@@ -83,8 +90,10 @@ class CodeSwitchingBuilder(ScenarioBuilder):
         )
         return synthesize_corpus(spec, progress=progress)
 
-    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True,
+              evaluate: str = "test") -> Scenario:
         cfg = self.config
+        check_evaluate(evaluate)
         train, test, preservation = {}, {}, {}
         for pair in cfg.pairs:
             sentences = code_switched_sentences(pair)
@@ -92,13 +101,23 @@ class CodeSwitchingBuilder(ScenarioBuilder):
             if profile.n_test > len(test_pool) or profile.n_train > len(train_pool):
                 raise ValueError(f"profile asks for {profile.n_train} train / {profile.n_test} test utterances of "
                                  f"{pair}; there are {len(train_pool)} / {len(test_pool)}")
+            if evaluate == "dev":  # checked before anything is synthesised
+                dev = dev_tail(train_pool, profile.n_train, profile.n_dev, f"{self.source}: {pair} (train pool)")
             train[pair] = self._pair_corpus("train", pair, train_pool[: profile.n_train], cfg.train_voices, progress)
-            test[pair] = self._pair_corpus("test", pair, test_pool[: profile.n_test], cfg.test_voices, progress)
+            if evaluate == "dev":
+                test[pair] = self._pair_corpus("dev", pair, dev, cfg.test_voices, progress)
+            else:
+                test[pair] = self._pair_corpus("test", pair, test_pool[: profile.n_test], cfg.test_voices, progress)
         for lang in cfg.languages:
-            _, pool = split_sentences(lang, cfg.monolingual_test_pool)
+            bank_train, pool = split_sentences(lang, cfg.monolingual_test_pool)
             if profile.n_test > len(pool):
                 raise ValueError(f"profile asks for {profile.n_test} test utterances of {lang}; the bank has {len(pool)}")
-            spec = CorpusSpec(name=f"{cfg.name}/{lang}/test", language=lang, sentences=tuple(pool[: profile.n_test]),
+            if evaluate == "dev":  # nothing monolingual is trained on: the bank's train pool's end
+                name, sentences = f"{cfg.name}/{lang}/dev", dev_tail(
+                    bank_train, 0, profile.n_dev, f"{self.source}: {lang} (train pool)")
+            else:
+                name, sentences = f"{cfg.name}/{lang}/test", pool[: profile.n_test]
+            spec = CorpusSpec(name=name, language=lang, sentences=tuple(sentences),
                               voices=self._voices(lang, cfg.test_voices), silence_seconds=cfg.silence_seconds)
             preservation[lang] = synthesize_corpus(spec, progress=progress)
 
@@ -112,9 +131,10 @@ class CodeSwitchingBuilder(ScenarioBuilder):
         for i, lang in enumerate(cfg.languages):
             targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
 
-        settings = {"decode_language": decode, "data_source": cfg.data_source}
-        # Train sentences are each pair's sentences after the first test_pool, test ones the first test_pool;
-        # training voices are train_voices, evaluated ones test_voices (checked before a run: leaks.py).
+        settings = {"decode_language": decode, "data_source": cfg.data_source, "evaluated_split": evaluate}
+        # Train sentences are each pair's sentences after the first test_pool, test ones the first test_pool (dev
+        # ones the last of the pair's sentences); training voices are train_voices, evaluated ones test_voices
+        # (checked before a run: leaks.py).
         return self.assemble(profile, [train[p] for p in cfg.pairs], [test[p] for p in cfg.pairs],
                              [preservation[lang] for lang in cfg.languages], targets, settings, set_metrics,
                              disjoint={"sentences": True, "voices": True})

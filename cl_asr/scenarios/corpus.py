@@ -20,6 +20,12 @@ every set has the synthetic corpora's schema. Targets, LID choice and settings a
 Before a run, the sets are checked disjoint (cl_asr/scenarios/leaks.py): no recording in both a training and an
 evaluated set, whatever the corpus; and what a corpus' own splits guarantee (`split_promises`), between sets of
 that corpus read from those splits.
+
+Dev sets (`build(..., evaluate="dev")`, for hyper-parameter tuning): each experience's and preservation set's
+`dev_split` (the corpus' own dev split: FLEURS, Common Voice, MLS "dev"; ASCEND "validation"; a LibriSpeech
+subset "dev-clean" for test-clean) is read instead of its test split, cut to the profile's n_dev; the test
+splits are never read. The dev split's sets stand in the test and preservation streams (same names), so a run
+on them is checked and scored as usual; the speakers / voices are the corpus' own (its dev speakers).
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpora import LOADERS, MissingDataError
 from ..data.corpora.mls import MLS_LANGUAGES
 from ..core import Target
-from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .base import ProfileConfig, Scenario, ScenarioBuilder, check_evaluate, register_builder
 from .lid_choice import choose_decode_language
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,9 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # FLEURS' train speakers differ from dev/test ones, but FLEURS publishes no speaker ids; ASCEND documents no such
 # split property; a LibriSpeech-format directory can hold anyone's recordings. Those: audio content only.
 OFFICIAL_SPLITS = ("train", "dev", "test")
+# Each loader's own name for the corpus' dev split, the default of a set's dev_split (docs/corpora.md). FLEURS'
+# is "dev" in its original layout and "validation" in the hub's parquet conversion: the loader takes either.
+DEV_SPLITS = {"fleurs": "dev", "common_voice": "dev", "mls": "dev", "ascend": "validation"}
 
 
 @dataclass
@@ -56,6 +65,10 @@ class SetSpec:
     args: dict[str, Any] = field(default_factory=dict)
     train_split: str | None = field(default="train", metadata={"help": "split the training set comes from"})
     test_split: str = "test"
+    dev_split: str | None = field(default=None, metadata={
+        "help": "split the dev set comes from, read instead of test_split when the scenario is built with "
+                "evaluate=dev (tuning); default: the corpus' own dev split (fleurs, common_voice, mls: dev; "
+                "ascend: validation; librispeech_dir: test_split with test replaced by dev, e.g. dev-clean)"})
     decode_language: str = field(default="auto", metadata={"help": "Whisper code, or auto (language ID)"})
     filter: dict[str, str] = field(default_factory=dict, metadata={"help": "keep rows whose column equals this"})
     max_seconds: float | None = field(default=None, metadata={"help": "leave out longer utterances"})
@@ -77,6 +90,11 @@ class SetSpec:
         if self.decode_language != "auto" and self.decode_language not in WHISPER_LANGUAGES:
             raise ValueError(f"set {self.name!r}: decode_language {self.decode_language!r} is neither 'auto' "
                              f"nor a Whisper language")
+        if self.dev_split is None:
+            self.dev_split = default_dev_split(self.loader, self.test_split)
+        if self.dev_split is not None and self.dev_split == self.test_split:
+            raise ValueError(f"set {self.name!r}: dev_split and test_split are both {self.test_split!r} (tuning on "
+                             f"dev would tune on the test set)")
 
 
 @dataclass
@@ -103,6 +121,8 @@ class CorpusConfig:
                 raise ValueError(f"experience {s.name!r} needs a train_split")
             if s.train_split == s.test_split:
                 raise ValueError(f"experience {s.name!r}: train_split and test_split are both {s.test_split!r}")
+            if s.train_split == s.dev_split:
+                raise ValueError(f"experience {s.name!r}: train_split and dev_split are both {s.dev_split!r}")
             if "split" not in inspect.signature(LOADERS[s.loader]).parameters and not any(
                     isinstance(v, str) and "{split}" in v for v in s.args.values()):
                 raise ValueError(
@@ -119,6 +139,17 @@ class CorpusConfig:
             if code not in WHISPER_LANGUAGES:
                 raise ValueError(f"lid_candidates: {code!r} is not a language Whisper knows")
 
+
+
+def default_dev_split(loader: str, test_split: str) -> str | None:
+    """The corpus' own dev split (DEV_SPLITS); for a LibriSpeech-format subset, test_split with test replaced by
+    dev (test-clean -> dev-clean); None where there is none to name (the set then needs an explicit dev_split to
+    be built with evaluate=dev)."""
+    if loader in DEV_SPLITS:
+        return DEV_SPLITS[loader]
+    if loader == "librispeech_dir" and "test" in test_split:
+        return test_split.replace("test", "dev")
+    return None
 
 
 def expand_arg(value: Any, where: str, split: str) -> Any:
@@ -176,16 +207,29 @@ class CorpusBuilder(ScenarioBuilder):
         ds = ds.add_column("language", [spec.language] * len(ds)).select_columns(list(COLUMNS))
         return ds.with_format("numpy", columns=["audio"], output_all_columns=True)
 
-    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+    def evaluated_split(self, spec: SetSpec, evaluate: str) -> str:
+        """The split a set's evaluated set is read from: its test_split, or (evaluate=dev) its dev_split."""
+        if evaluate == "test":
+            return spec.test_split
+        if not spec.dev_split:
+            raise ValueError(f"{self.source}: set {spec.name!r} has no dev_split (loader {spec.loader!r} names no "
+                             f"dev split of its own): give one to build the scenario with evaluate=dev")
+        return spec.dev_split
+
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True,
+              evaluate: str = "test") -> Scenario:
         cfg = self.config
+        check_evaluate(evaluate)
         window = profile.encoder_window_seconds
+        n_evaluated = profile.n_test if evaluate == "test" else profile.n_dev
+        split_of = {s.name: self.evaluated_split(s, evaluate) for s in cfg.experiences + cfg.base_languages}
         self._repairs = {}
         train, test, preservation = {}, {}, {}
         for spec in cfg.experiences:
             train[spec.name] = self.load_set(spec, spec.train_split, profile.n_train, window)
-            test[spec.name] = self.load_set(spec, spec.test_split, profile.n_test, window)
+            test[spec.name] = self.load_set(spec, split_of[spec.name], n_evaluated, window)
         for spec in cfg.base_languages:
-            preservation[spec.name] = self.load_set(spec, spec.test_split, profile.n_test, window)
+            preservation[spec.name] = self.load_set(spec, split_of[spec.name], n_evaluated, window)
 
         decode, lid = {}, {}
         for spec in cfg.experiences:
@@ -219,11 +263,15 @@ class CorpusBuilder(ScenarioBuilder):
                 **{f"preservation/{k}": v for k, v in preservation.items()}}
         settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates,
                     "utterances": {"per_set": {k: len(v) for k, v in sets.items()}}, "data_source": cfg.data_source,
-                    "repairs": dict(self._repairs)}  # per "set/split": files resampled, down-mixed, left out
+                    "repairs": dict(self._repairs), "evaluated_split": evaluate}  # repairs: per "set/split"
+        if evaluate == "dev":  # which split each evaluated set was read from
+            settings["dev_splits"] = dict(split_of)
+        # Promise groups by (stream, index) of the stream a set is in: with evaluate=dev the dev sets stand in the
+        # test and preservation streams, so their keys are ("test", i) / ("preservation", i), read from dev_split.
         disjoint: dict[str, dict] = {}
         splits = [*((("train", i), s, s.train_split) for i, s in enumerate(cfg.experiences)),
-                  *((("test", i), s, s.test_split) for i, s in enumerate(cfg.experiences)),
-                  *((("preservation", i), s, s.test_split) for i, s in enumerate(cfg.base_languages))]
+                  *((("test", i), s, split_of[s.name]) for i, s in enumerate(cfg.experiences)),
+                  *((("preservation", i), s, split_of[s.name]) for i, s in enumerate(cfg.base_languages))]
         for key, spec, split in splits:
             for promise, group in split_promises(spec, split).items():
                 disjoint.setdefault(promise, {})[key] = group

@@ -6,6 +6,12 @@ sentences disjoint). An unseen language has no language token of its own: which 
 trained) with is a scenario setting shared by every strategy; `auto` picks the candidate with the highest
 mean language-ID probability on that language's training audio (docs/whisper.md, "Unseen languages: no
 token of their own").
+
+Dev sets (`build(..., evaluate="dev")`, for hyper-parameter tuning: they replace the test and preservation
+sets, and no test set is synthesised): per language, the LAST `n_dev` sentences of the bank's train pool (a
+profile whose n_train + n_dev exceed the pool is refused, so they are never training sentences, and the
+training sentences stay the pool's first n_train), spoken by the test voices, since dev results should
+predict test conditions (voices never trained on). The full profile trains on the whole train pool: no dev.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.text_bank import available_languages, split_sentences
 from ..data.tts import Voice
 from ..core import Target
-from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .base import ProfileConfig, Scenario, ScenarioBuilder, check_evaluate, dev_tail, register_builder
 from .lid_choice import choose_decode_language
 
 
@@ -84,8 +90,10 @@ class LanguagesBuilder(ScenarioBuilder):
         )
         return synthesize_corpus(spec, progress=progress)
 
-    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True,
+              evaluate: str = "test") -> Scenario:
         cfg = self.config
+        check_evaluate(evaluate)
         train, test, preservation = {}, {}, {}
         for lang in cfg.experiences + cfg.base_languages:
             train_pool, test_pool = split_sentences(lang, cfg.test_pool)
@@ -94,7 +102,12 @@ class LanguagesBuilder(ScenarioBuilder):
                     f"profile asks for {profile.n_train} train / {profile.n_test} test utterances of {lang}; "
                     f"the bank has {len(train_pool)} / {len(test_pool)}"
                 )
-            test_set = self._corpus("test", lang, test_pool[: profile.n_test], cfg.test_voices, progress)
+            if evaluate == "dev":  # the train pool's end: after the training sentences (of a taught language)
+                used = profile.n_train if lang in cfg.experiences else 0
+                sentences = dev_tail(train_pool, used, profile.n_dev, f"{self.source}: {lang} (train pool)")
+                test_set = self._corpus("dev", lang, sentences, cfg.test_voices, progress)
+            else:
+                test_set = self._corpus("test", lang, test_pool[: profile.n_test], cfg.test_voices, progress)
             if lang in cfg.experiences:
                 train[lang] = self._corpus("train", lang, train_pool[: profile.n_train], cfg.train_voices, progress)
                 test[lang] = test_set
@@ -117,9 +130,11 @@ class LanguagesBuilder(ScenarioBuilder):
         for i, lang in enumerate(cfg.base_languages):
             targets[("preservation", i)] = Target("preservation", i, lang, lang, lang)
 
-        settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates}
-        # Train sentences come from the bank's train pool, test and preservation sentences from its test pool;
-        # training voices are train_voices, evaluated ones test_voices (checked before a run: leaks.py).
+        settings = {"decode_language": decode, "lid_probabilities": lid, "lid_candidates": cfg.lid_candidates,
+                    "evaluated_split": evaluate}
+        # Train sentences come from the bank's train pool, test and preservation sentences from its test pool
+        # (dev ones from the train pool's end); training voices are train_voices, evaluated ones test_voices
+        # (checked before a run: leaks.py).
         return self.assemble(profile, [train[x] for x in cfg.experiences], [test[x] for x in cfg.experiences],
                              [preservation[x] for x in cfg.base_languages], targets, settings,
                              disjoint={"sentences": True, "voices": True})

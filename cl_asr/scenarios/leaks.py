@@ -1,5 +1,8 @@
 """No leak between splits: before any work, every training set is checked disjoint from every evaluated set
-(test, preservation, and dev where a scenario has one; dev also against test).
+(test, preservation, and dev where a scenario has one; dev also against test). A scenario built for tuning
+(`build(..., evaluate="dev")`) holds its dev sets in its test and preservation streams: each is checked against
+the training sets exactly as the test set it stands for, promise groups included (a corpus' dev split keeps
+its train split's promises); its test sets are never built, so there is no dev-against-test pair there.
 
 What is compared:
 - audio content, always: a hash of each utterance's float32 samples and sampling rate. The same recording in

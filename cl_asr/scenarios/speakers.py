@@ -15,6 +15,16 @@ order, so conditions get disjoint groups while the root has enough speakers); ta
 enrolment utterances are utterances of those speakers (the enrolment never the target utterance itself);
 training mixtures come from train_root, test mixtures and the single-talker preservation set from test_root.
 Only the utterances used are decoded: per speaker, the first few (by id) that fit the encoder window.
+
+Dev sets (`build(..., evaluate="dev")`, for hyper-parameter tuning: they replace the test and preservation
+sets, and no test set is synthesised or read) are made as the test sets are, from other speech:
+- synthetic source: targets, interferers and enrolment sentences from the language's dev sentences
+  (cl_asr/data/sentences/<language>.dev.txt, none of them in the bank, so disjoint from every train and test
+  sentence; the train and test plans draw from the whole bank); voices as in the test sets: each condition's
+  own voice group (the closed set of enrolled users), every voice for the single-talker set.
+- librispeech source: `source.dev_root` (e.g. LibriSpeech dev-clean) instead of test_root, its speakers
+  dealt out to the conditions as test_root's are (LibriSpeech's subsets have disjoint speakers, so the dev
+  speakers are never training speakers, as the test speakers are not).
 """
 from __future__ import annotations
 
@@ -30,10 +40,10 @@ from ..backbones.offline import WHISPER_LANGUAGES
 from ..data.corpus import CorpusSpec, synthesize_corpus
 from ..data.mixing import MixSpec, mix
 from ..data.corpora import CorpusError, MissingDataError, load_librispeech_dir
-from ..data.text_bank import available_languages, split_sentences
+from ..data.text_bank import available_languages, dev_sentences, split_sentences
 from ..data.tts import SAMPLE_RATE, Voice
 from ..core import Target
-from .base import ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .base import ProfileConfig, Scenario, ScenarioBuilder, check_evaluate, register_builder
 from .corpus import expand_arg
 from .languages import VoiceConfig
 
@@ -70,10 +80,13 @@ class SourceConfig:
         "help": "librispeech: the training speech (e.g. train-clean-100); ${VAR} / ${VAR:-default} expanded"})
     test_root: str | None = field(default=None, metadata={
         "help": "librispeech: the test and preservation speech (e.g. test-clean); ${VAR} expanded"})
+    dev_root: str | None = field(default=None, metadata={
+        "help": "librispeech: the dev speech (e.g. dev-clean), read instead of test_root when the scenario is "
+                "built with evaluate=dev (tuning); ${VAR} expanded then only"})
 
     def __post_init__(self):
-        roots = [k for k in ("train_root", "test_root") if getattr(self, k)]
-        if self.kind == "librispeech" and len(roots) < 2:
+        roots = [k for k in ("train_root", "test_root", "dev_root") if getattr(self, k)]
+        if self.kind == "librispeech" and not (self.train_root and self.test_root):
             raise ValueError("a librispeech source needs train_root and test_root")
         if self.kind == "synthetic" and roots:
             raise ValueError(f"{', '.join(roots)}: only a librispeech source reads directories")
@@ -191,17 +204,22 @@ class SpeakersBuilder(ScenarioBuilder):
         pad = np.zeros(int(round(self.config.silence_seconds * SAMPLE_RATE)), dtype=np.float32)
         return np.concatenate([pad, np.asarray(x, dtype=np.float32), pad])
 
-    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True) -> Scenario:
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True,
+              evaluate: str = "test") -> Scenario:
         cfg = self.config
+        check_evaluate(evaluate)
+        evaluated = evaluate  # the split the evaluated sets come from: "test", or "dev" (never both)
+        n_evaluated = profile.n_test if evaluated == "test" else profile.n_dev
         max_seconds = profile.encoder_window_seconds
         if cfg.source.kind == "librispeech":
-            talkers = _LibriSpeechTalkers(self, profile)
+            talkers = _LibriSpeechTalkers(self, profile, evaluated)
             make_sources = talkers.sources
             # Preservation: every test speaker involved, speaking alone (clean), with its enrolment embedding.
-            single = ConditionConfig("single", talkers=1, speakers=len(talkers.groups[("test", -1)]))
+            single = ConditionConfig("single", talkers=1, speakers=len(talkers.groups[(evaluated, -1)]))
         else:
             train_pool, test_pool = split_sentences(cfg.language, cfg.test_pool)
-            pools = {"train": train_pool, "test": test_pool}
+            pools = {"train": train_pool, "test": test_pool} if evaluated == "test" else \
+                {"train": train_pool, "dev": dev_sentences(cfg.language)}
 
             def make_sources(cond, split, n, name, index):
                 return self._sources(self._plan(cond, pools[split], n, split, index), name, progress)
@@ -210,12 +228,12 @@ class SpeakersBuilder(ScenarioBuilder):
             single = ConditionConfig("single", [v for c in cfg.experiences for v in c.voices], talkers=1)
         train, test, preservation = [], [], []
         for i, cond in enumerate(cfg.experiences):
-            for split, n, out in (("train", profile.n_train, train), ("test", profile.n_test, test)):
+            for split, n, out in (("train", profile.n_train, train), (evaluated, n_evaluated, test)):
                 name = f"{cfg.name}/{cond.name}/{split}"
                 sources = make_sources(cond, split, n, name, i)
                 out.append(mixture_dataset(name, sources, cond, max_seconds, seed=hash_seed(name)))
-        name = f"{cfg.name}/single/test"
-        sources = make_sources(single, "test", profile.n_test, name, -1)
+        name = f"{cfg.name}/single/{evaluated}"
+        sources = make_sources(single, evaluated, n_evaluated, name, -1)
         preservation.append(mixture_dataset(name, sources, single, max_seconds, seed=hash_seed(name)))
 
         targets: dict[tuple[str, int], Target] = {}
@@ -228,19 +246,22 @@ class SpeakersBuilder(ScenarioBuilder):
         if cfg.source.kind == "librispeech":
             for i, c in enumerate(cfg.experiences):
                 del conditions[c.name]["voices"]
-                conditions[c.name]["speakers"] = {s: talkers.groups[(s, i)] for s in ("train", "test")}
+                conditions[c.name]["speakers"] = {s: talkers.groups[(s, i)] for s in ("train", evaluated)}
         settings = {
             "decode_language": {cfg.language: cfg.language},
             "data_source": cfg.data_source,
             "conditions": conditions,
+            "evaluated_split": evaluated,
         }
         if cfg.source.kind == "librispeech":
             settings["source"] = {"kind": "librispeech", "train_root": talkers.roots["train"],
-                                  "test_root": talkers.roots["test"], "max_target_seconds": talkers.max_seconds,
+                                  f"{evaluated}_root": talkers.roots[evaluated],
+                                  "max_target_seconds": talkers.max_seconds,
                                   "utterances_per_speaker": talkers.per_speaker}
         # Voices are shared by design (enrolled users: the same group speaks in train and test; a librispeech
         # source's directories decide), sentences are not: training targets come from the train pool (train_root),
-        # evaluated ones from the test pool (test_root), so no talker says a training target in an evaluated set.
+        # evaluated ones from the test pool (test_root) or the dev sentences (dev_root), so no talker says a
+        # training target in an evaluated set.
         return self.assemble(profile, train, test, preservation, targets, settings, disjoint={"sentences": True})
 
 
@@ -249,15 +270,19 @@ class _LibriSpeechTalkers:
     preservation set, every test speaker of the conditions), and per speaker the first `per_speaker[split]`
     utterances (by id) that fit the window, decoded only when the speaker is first used."""
 
-    def __init__(self, builder: "SpeakersBuilder", profile: ProfileConfig):
+    def __init__(self, builder: "SpeakersBuilder", profile: ProfileConfig, evaluated: str = "test"):
         cfg = self.cfg = builder.config
         self.padded = builder._padded
         self.max_seconds = profile.encoder_window_seconds - 2 * cfg.silence_seconds  # the padded target fits
         if self.max_seconds <= 0:
             raise ValueError(f"{builder.source}: encoder window {profile.encoder_window_seconds} s leaves no room "
                              f"for targets after 2 x silence_seconds={cfg.silence_seconds}")
+        if evaluated == "dev" and not cfg.source.dev_root:
+            raise ValueError(f"{builder.source}: built with evaluate=dev, but source.dev_root is not set: give the "
+                             f"dev speech, e.g. dev_root: \"${{LIBRISPEECH_DEV_DIR}}\" (LibriSpeech/dev-clean)")
+        # only the splits built are touched: with evaluate=dev, test_root is never expanded nor read
         self.roots = {s: expand_arg(getattr(cfg.source, f"{s}_root"), f"{builder.source}: source.{s}_root", s)
-                      for s in ("train", "test")}
+                      for s in ("train", evaluated)}
         self.groups: dict[tuple[str, int], list[str]] = {}
         for split, root in self.roots.items():
             order = librispeech_speakers(root)
@@ -269,9 +294,9 @@ class _LibriSpeechTalkers:
                                       f"{len(order)}")
                 self.groups[(split, i)] = [order[(start + k) % len(order)] for k in range(c.speakers)]
                 start += c.speakers
-        self.groups[("test", -1)] = list(dict.fromkeys(
-            s for i in range(len(cfg.experiences)) for s in self.groups[("test", i)]))
-        n = {"train": profile.n_train, "test": profile.n_test}
+        self.groups[(evaluated, -1)] = list(dict.fromkeys(
+            s for i in range(len(cfg.experiences)) for s in self.groups[(evaluated, i)]))
+        n = {"train": profile.n_train, evaluated: profile.n_test if evaluated == "test" else profile.n_dev}
         # Enough for distinct targets across a condition's mixtures, plus one for the enrolment.
         self.per_speaker = {s: math.ceil(n[s] / min(c.speakers for c in cfg.experiences)) + 1 for s in n}
         self._pools: dict[tuple[str, str], list[dict]] = {}

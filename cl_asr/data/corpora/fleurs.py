@@ -12,6 +12,9 @@ from .common import (
 FLEURS_URL = "https://huggingface.co/datasets/google/fleurs"
 # FLEURS codes for languages Whisper knows under another code (the part of the config before "_" otherwise).
 FLEURS_TO_WHISPER = {"cmn": "zh", "nb": "no", "fil": "tl", "yue": "yue"}
+# FLEURS' dev split is "dev" in its original layout (dev.tsv, audio/dev/) and "validation" in the hub's parquet
+# conversion (and in `datasets`): either name reads it, in whichever layout the copy has.
+DEV_NAMES = ("dev", "validation")
 
 
 def fleurs_language(config: str) -> str:
@@ -22,7 +25,8 @@ def fleurs_language(config: str) -> str:
 def load_fleurs(config: str, split: str, data_dir: str | None = None, limit: int | None = None,
                 max_seconds: float | None = None, where: dict[str, str] | None = None,
                 text_field: str = "raw_transcription"):
-    """FLEURS `config` (e.g. "ast_es") `split` (train / validation / test).
+    """FLEURS `config` (e.g. "ast_es") `split` (train / dev / test; "dev" and "validation" both name the dev
+    split: the original layout calls it dev, the parquet conversion validation; ids keep the name asked for).
 
     data_dir None: the hub's parquet conversion (google/fleurs, revision refs/convert/parquet). Otherwise a
     local copy, either parquet files at {data_dir}/{config}/{split}/*.parquet (the hub conversion's layout) or
@@ -38,10 +42,13 @@ def load_fleurs(config: str, split: str, data_dir: str | None = None, limit: int
     corpus = f"FLEURS {config}/{split}"
     language = fleurs_language(config)
     prefix = f"fleurs/{config}/{split}"
+    # the split's names, the asked-for one first; the hub conversion's name; FLEURS' original layout's name
+    names = (split, *(n for n in DEV_NAMES if n != split)) if split in DEV_NAMES else (split,)
+    pq_name, tsv_name = ("validation", "dev") if split in DEV_NAMES else (split, split)
     how = (f"download it: `hf download google/fleurs --repo-type dataset --revision "
-           f"refs/convert/parquet --include '{config}/{split}/*' --local-dir DIR` (parquet), or from {FLEURS_URL}"
-           f"/tree/main/data/{config} take {split}.tsv and audio/{split}.tar.gz, extract the archive to "
-           f"DIR/{config}/audio/{split}/ and put the TSV at DIR/{config}/{split}.tsv; then pass data_dir=DIR")
+           f"refs/convert/parquet --include '{config}/{pq_name}/*' --local-dir DIR` (parquet), or from {FLEURS_URL}"
+           f"/tree/main/data/{config} take {tsv_name}.tsv and audio/{tsv_name}.tar.gz, extract the archive to "
+           f"DIR/{config}/audio/{tsv_name}/ and put the TSV at DIR/{config}/{tsv_name}.tsv; then pass data_dir=DIR")
 
     def make(row: dict) -> Entry:
         name = row.get("path") or str(row.get("id"))
@@ -49,7 +56,7 @@ def load_fleurs(config: str, split: str, data_dir: str | None = None, limit: int
         return Entry(f"{prefix}/{Path(str(name)).stem}", text or "", language, "unknown", "", None)
 
     if data_dir is None:
-        src = hub_source("google/fleurs", config, split, "refs/convert/parquet", corpus,
+        src = hub_source("google/fleurs", config, pq_name, "refs/convert/parquet", corpus,
                           f"pass data_dir with a local copy ({how})")
         entries = arrow_entries([src], ["audio"], ["id", "path", "transcription", "raw_transcription"], make)
         return build_dataset(corpus, entries, limit, max_seconds, where)
@@ -57,14 +64,14 @@ def load_fleurs(config: str, split: str, data_dir: str | None = None, limit: int
     root = expand_path(data_dir)
     bases = [root / config, root / "data" / config]
     for base in bases:
-        for sub in (split, f"partial-{split}"):
+        for sub in (*names, *(f"partial-{n}" for n in names)):
             files = sorted((base / sub).glob("*.parquet"))
             if files:
                 sources = [ArrowSource(str(f), parquet=f) for f in files]
                 entries = arrow_entries(sources, ["audio"], ["id", "path", "transcription", "raw_transcription"],
                                          make)
                 return build_dataset(corpus, entries, limit, max_seconds, where)
-        tsv = base / f"{split}.tsv"
+        tsv = next((base / f"{n}.tsv" for n in names if (base / f"{n}.tsv").is_file()), base / f"{split}.tsv")
         if tsv.is_file():
             entries = []
             for n, cols in read_tsv(tsv):
@@ -73,12 +80,12 @@ def load_fleurs(config: str, split: str, data_dir: str | None = None, limit: int
                                       f"raw transcription, transcription), got {len(cols)}")
                 text = cols[2] if text_field == "raw_transcription" else cols[3]
                 entries.append(Entry(f"{prefix}/{Path(cols[1]).stem}", text, language, "unknown",
-                                     f"{tsv} line {n}", base / "audio" / split / cols[1]))
+                                     f"{tsv} line {n}", base / "audio" / tsv.stem / cols[1]))
             for e in entries:
                 e.where = f"{e.audio} (listed in {e.where})"
             return build_dataset(corpus, entries, limit, max_seconds, where,
-                                 reads=f"the files {tsv.name} names in audio/{split}/, under those names (WAV in "
-                                       f"FLEURS' archives)")
-    looked = ", ".join(f"{b}/{split}/*.parquet, {b}/{split}.tsv" for b in bases)
+                                 reads=f"the files {tsv.name} names in audio/{tsv.stem}/, under those names (WAV "
+                                       f"in FLEURS' archives)")
+    looked = ", ".join(f"{b}/{n}/*.parquet, {b}/{n}.tsv" for b in bases for n in names)
     raise MissingDataError(f"{corpus}: not found under data_dir={root} (looked for {looked}). To get it, {how}; "
                            f"or leave data_dir unset to load the hub copy.")
