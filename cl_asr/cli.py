@@ -1,5 +1,5 @@
-"""Command line: `python run_suite.py [list | run ... | report RUN_DIR | compare RUN_DIR... --out DIR]`; no command runs
-the default benchmark."""
+"""Command line: `python run_suite.py [list | run ... | report RUN_DIR | compare RUN_DIR... --out DIR | tune ...]`; no
+command runs the default benchmark."""
 from __future__ import annotations
 
 import argparse
@@ -37,9 +37,21 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario with some strategies")
     run.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name (scenarios/*.yaml) or a YAML path")
-    run.add_argument("--strategies", default=DEFAULT_STRATEGIES,
-                     help="comma-separated strategy names, or 'all' for every registered strategy")
+    run.add_argument("--strategies", default=None,
+                     help="comma-separated strategy names, or 'all' for every registered strategy (default "
+                     f"{DEFAULT_STRATEGIES}; with --variants, only the file's variants). A variant of a strategy "
+                     "with some config values changed is written NAME[KEY=VALUE,...], values as in YAML, e.g. "
+                     "'spt_entire,spt_entire[eval_routing=lid],spt_entire[prompt_length=128]': each is its own "
+                     "row, named so (keys sorted) in results, summary, report and compare (README 'Variants and "
+                     "profile overrides')")
+    run.add_argument("--variants", type=Path, default=None, metavar="FILE.yaml",
+                     help="named variants, a YAML mapping 'NAME: {strategy: BASE, config: {KEY: VALUE}}'; each "
+                     "runs after the --strategies entries (or where --strategies names it), as row NAME")
     run.add_argument("--profile", default=DEFAULT_PROFILE, help="micro | quick | full (as the scenario defines)")
+    run.add_argument("--set", dest="profile_overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field of the scenario profile for this run (repeatable; n_train, n_test, epochs, "
+                     "batch_size, max_new_tokens, prompt_length, ...), e.g. --set n_train=8 --set epochs=1; recorded "
+                     "in run.json; a run directory resumes only with the same overrides")
     run.add_argument("--out", type=Path, default=None, help="run directory (default runs/<timestamp>)")
     run.add_argument("--backbone", default=None, help="backbone spec, overriding the profile's "
                      "(offline:whisper-base, tiny:random, a local directory or a hub id)")
@@ -79,7 +91,48 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="one report across run directories (backbones, scenarios, code versions)")
     cmp_.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     cmp_.add_argument("--out", type=Path, required=True, help="directory for the comparison report")
+
+    _tune_parser(sub)
     return p
+
+
+def _tune_parser(sub) -> None:
+    tune = sub.add_parser("tune", help="search each strategy's hyper-parameters on dev sets only (Optuna); the "
+                          "winners go to tuned/<scenario>.yaml, which later runs of that scenario and profile use")
+    tune.add_argument("--scenario", default=DEFAULT_SCENARIO, help="scenario name or YAML path")
+    tune.add_argument("--strategies", required=True, help="comma-separated strategies to tune, one study each")
+    tune.add_argument("--profile", default=DEFAULT_PROFILE, help="the profile the defaults are tuned for")
+    tune.add_argument("--trials", type=int, default=8, help="trials per strategy (default 8); a re-run with more "
+                      "trials goes on from the ones done")
+    tune.add_argument("--params", default=None, metavar="lr,rank",
+                      help="only these searchable fields (default: every field the strategy's config marks)")
+    tune.add_argument("--out", type=Path, default=None,
+                      help="the studies' directory (default tuning/<scenario>-<profile>): a run directory and an "
+                      "Optuna database per strategy; the same command resumes them")
+    tune.add_argument("--write", type=Path, default=None,
+                      help="the tuned-defaults file to update (default tuned/<scenario>.yaml)")
+    tune.add_argument("--backbone", default=None, help="backbone spec, overriding the profile's")
+    tune.add_argument("--seed", type=int, default=0, help="the seed every trial runs with (default 0)")
+    tune.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _methods_from(tune)
+
+
+def _tune(args, argv: list[str]) -> int:
+    from .tune import TuneRequest, tune
+
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not strategies or len(set(strategies)) != len(strategies):
+        raise ValueError(f"--strategies: expected distinct strategy names, got {args.strategies!r}")
+    scenario_name = Path(args.scenario).stem
+    req = TuneRequest(
+        scenario=args.scenario, strategies=strategies, profile=args.profile,
+        out_dir=args.out or Path("tuning") / f"{scenario_name}-{args.profile}", trials=args.trials,
+        params=[p.strip() for p in args.params.split(",") if p.strip()] if args.params else None,
+        backbone=args.backbone, seed=args.seed, device=args.device, progress=not args.no_progress, write=args.write,
+        command="python run_suite.py " + " ".join(shlex.quote(a) for a in argv))
+    print(f"tuned defaults: {tune(req)}")
+    return 0
 
 
 def _list(args) -> int:
@@ -167,6 +220,29 @@ def _launch_processes(args, argv: list[str], out: Path) -> int:
     return 0
 
 
+def _strategies_and_overrides(args) -> tuple[list[str], dict, dict]:
+    """(--strategies entries, with 'all' expanded and the --variants file's names added; the file's variants;
+    the --set overrides), parsed (cl_asr/variants.py); their values are checked by runner.check_request."""
+    from .methods import METHODS
+    from .variants import load_variants_file, parse_assignment, split_top_level
+
+    named = load_variants_file(args.variants) if args.variants else {}
+    text = args.strategies if args.strategies is not None else ("" if named else DEFAULT_STRATEGIES)
+    strategies = []
+    for entry in split_top_level(text, "--strategies"):
+        strategies += METHODS.names() if entry == "all" else [entry]
+    strategies += [n for n in named if n not in strategies]
+    if not strategies:
+        raise ValueError("--strategies names no strategy")
+    overrides: dict = {}
+    for item in args.profile_overrides:
+        key, value = parse_assignment(item, "--set")
+        if key in overrides:
+            raise ValueError(f"--set {key} is given twice")
+        overrides[key] = value
+    return strategies, named, overrides
+
+
 def _run(args, argv: list[str]) -> int:
     from . import distributed
     from .runner import RunRequest
@@ -178,15 +254,7 @@ def _run(args, argv: list[str]) -> int:
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.processes > 1 and distributed.launched_world_size() == 1:
         return _launch_processes(args, argv, out)
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    if strategies == ["all"]:
-        from .methods import METHODS
-
-        strategies = METHODS.names()
-    if not strategies:
-        raise ValueError("--strategies names no strategy")
-    if len(set(strategies)) != len(strategies):
-        raise ValueError(f"--strategies names a strategy twice: {args.strategies}")
+    strategies, named, profile_overrides = _strategies_and_overrides(args)
     seeds = [0] if args.seed is None else [args.seed]
     if args.seeds is not None:
         try:  # every item an integer: "0,,1" is a typo, not 0,1
@@ -199,9 +267,16 @@ def _run(args, argv: list[str]) -> int:
     req = RunRequest(
         scenario=args.scenario, strategies=strategies, profile=args.profile, out_dir=out, backbone=args.backbone,
         seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
-        command=command.strip(), caches=not args.no_cache,
+        command=command.strip(), caches=not args.no_cache, variants=named, profile_overrides=profile_overrides,
     )
+    from dataclasses import replace
+
     from .executors import RayOptions, run_grid
+    from .runner import check_request
+
+    # every name, variant and override checked now, before anything is written; variants spelled canonically
+    checked = check_request(req)
+    req = replace(req, strategies=checked.names, profile_overrides=checked.profile_overrides)
     from .run_dir import StrategiesFailed
 
     options = None
@@ -250,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"report: {write_comparison(args.run_dirs, args.out)}")
             return 0
+        if args.command == "tune":
+            return _tune(args, argv)
         return _run(args, argv)
     except (ConfigError, UnknownNameError, FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

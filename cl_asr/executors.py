@@ -3,11 +3,12 @@
 A run is a grid of independent jobs, one per (strategy, seed) of its scenario. The local executor is
 `runner.run_benchmark` itself. The Ray executor hands each job to Ray as a task with its resources declared
 (CPUs, GPUs, memory) and a retry budget; a job is `run_benchmark` for that one strategy and seed, into its own
-run directory `RUN_DIR/jobs/<strategy>_seed<N>/` (the usual layout: results.jsonl, predictions.jsonl, run.json,
-checkpoints/), so everything the reliability rules promise holds per job and across workers: a retried or
-re-submitted job resumes from its last finished evaluation pass, a finished one is skipped. When the jobs are
-done the driver gathers them into RUN_DIR in the local executor's order (seed by seed, strategies in the order
-given), so RUN_DIR holds what a local run of the same command writes, and writes the report.
+run directory `RUN_DIR/jobs/<strategy>_seed<N>/` (a variant's name made a file name by variants.file_component;
+the usual layout: results.jsonl, predictions.jsonl, run.json, checkpoints/), so everything the reliability
+rules promise holds per job and across workers: a retried or re-submitted job resumes from its last finished
+evaluation pass, a finished one is skipped. When the jobs are done the driver gathers them into RUN_DIR in the
+local executor's order (seed by seed, strategies in the order given), so RUN_DIR holds what a local run of the
+same command writes, and writes the report.
 
 On a cluster every node needs this package installed and RUN_DIR and the cache directory (CL_ASR_CACHE) on a
 shared filesystem: jobs build their scenario from the cached corpora and write where the driver reads.
@@ -25,6 +26,7 @@ from .log import log
 from .results import read_jsonl
 from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
 from .runner import RunRequest, check_request, run_benchmark
+from .variants import file_component
 
 EXECUTORS = ("local", "ray")
 
@@ -43,7 +45,8 @@ class RayOptions:
 
 
 def job_name(strategy: str, seed: int) -> str:
-    return f"{strategy}_seed{seed}"
+    """The job's directory under jobs/ and its Ray task name (a variant's name made a file name)."""
+    return f"{file_component(strategy)}_seed{seed}"
 
 
 def run_grid(req: RunRequest, executor: str = "local", ray_options: RayOptions | None = None) -> Path:
@@ -90,7 +93,9 @@ def _job_complete(job_dir: Path, strategy: str, seed: int, config: dict | None =
 
 
 def _requested(req: RunRequest) -> dict:
-    return {"scenario": req.scenario, "profile": req.profile, "backbone": req.backbone}
+    # profile_overrides only when there are some: a directory from before --set existed has none
+    return {"scenario": req.scenario, "profile": req.profile, "backbone": req.backbone,
+            **({"profile_overrides": req.profile_overrides} if req.profile_overrides else {})}
 
 
 def _check_compatible(out: Path, req: RunRequest) -> None:
@@ -103,7 +108,9 @@ def _check_compatible(out: Path, req: RunRequest) -> None:
     if old.get("executor") != "ray":
         raise ValueError(f"{out} holds a run of the local executor: resume it with --executor local, or use "
                          "another --out directory")
-    for key, value in _requested(req).items():
+    requested = _requested(req)
+    for key in ("scenario", "profile", "backbone", "profile_overrides"):
+        value = requested.get(key)
         if old.get("requested", {}).get(key) != value:
             raise ValueError(f"{out} already holds a run with {key}={old['requested'].get(key)!r}, not "
                              f"{value!r}: use another --out directory")
@@ -126,7 +133,8 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
     t_start = time.perf_counter()
     out = Path(req.out_dir)
     # Names and the directory are checked here, in a second, not by the first job after minutes in a queue.
-    configs = {n: asdict(c) for n, c in check_request(req).configs.items()}
+    checked = check_request(req)
+    configs = {n: asdict(c) for n, c in checked.configs.items()}
     run_dir.take(req.command)
     _check_compatible(out, req)
     grid = [(name, seed) for seed in req.seeds for name in req.strategies]  # the local executor's order
@@ -142,7 +150,8 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
     pending = {}
     for name, seed in todo:
         job_dir = jobs_dir / job_name(name, seed)
-        job_req = replace(req, strategies=[name], seeds=[seed], out_dir=job_dir, progress=False, report=False)
+        job_req = replace(req, strategies=[name], seeds=[seed], out_dir=job_dir, progress=False, report=False,
+                          variants={k: v for k, v in req.variants.items() if k == name})
         ref = task.options(name=job_name(name, seed), **resources).remote(
             job_req, [str(p) for p in options.methods_from])
         pending[ref] = (name, seed)
@@ -170,7 +179,7 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
                                       else f"{type(cause).__name__}: {cause}")
             log(f"[{done + len(failures)}/{total}] {job_name(name, seed)} FAILED after "
                  f"{_attempts(jobs_dir / job_name(name, seed))} attempt(s): {failures[(name, seed)]}")
-    meta = gather(out, req, grid, failures, options, time.perf_counter() - t_start)
+    meta = gather(out, req, grid, failures, options, time.perf_counter() - t_start, checked.variants)
     if req.report and any(s for s in meta["strategy_runs"] if not s.get("failure")):
         from .report import write_report
 
@@ -188,9 +197,11 @@ class JobsFailed(StrategiesFailed):
 
 
 def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: dict, options: RayOptions,
-           seconds: float) -> dict:
+           seconds: float, variants: dict | None = None) -> dict:
     """RUN_DIR's results.jsonl, predictions.jsonl and run.json from the finished jobs, in grid order; written
-    whole and atomically, so RUN_DIR always holds a consistent set of finished jobs."""
+    whole and atomically, so RUN_DIR always holds a consistent set of finished jobs. `variants`: the grid's
+    variants (check_request), recorded as a local run records them."""
+    variants = variants or {}
     rows, preds, runs, metas = [], [], [], {}
     for name, seed in grid:
         job_dir = out / "jobs" / job_name(name, seed)
@@ -205,7 +216,9 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
         raised = _job_failure(out / "jobs" / job_name(name, seed), name, seed) or {}
         failure = {"kind": "job failed", "reason": reason,
                    **{k: raised[k] for k in ("during", "reason", "traceback") if k in raised}}
-        runs.append(StrategyRun(name, seed, failure=failure).to_json())
+        variant = variants.get(name, {})
+        runs.append(StrategyRun(name, seed, failure=failure, variant_of=variant.get("strategy"),
+                                overrides=variant.get("overrides")).to_json())
     if not metas:
         merged = {"config": {}}
     else:
@@ -223,7 +236,9 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
         merged["timings"] = {"total_seconds_this_invocation": round(seconds, 2),
                              "job_seconds": {job_name(*k): m.get("timings") for k, m in metas.items()}}
         merged["started"] = min(m.get("started", "") for m in metas.values())
-    merged["config"].update({"executor": "ray", "requested": _requested(req), "grid": [job_name(*g) for g in grid]})
+    merged["config"].update({"executor": "ray", "requested": _requested(req), "grid": [job_name(*g) for g in grid],
+                             "variants": {n: v for n, v in variants.items() if n in {g[0] for g in grid}},
+                             "profile_overrides": dict(req.profile_overrides)})
     merged["grid"] = [list(g) for g in grid]  # what the report counts as asked for (cl_asr/report/load.py)
     merged["expected_rows"] = {k: v for m in metas.values() for k, v in m.get("expected_rows", {}).items()}
     merged.update({

@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 from . import distributed
 from .log import log
 from .results import append_jsonl, read_jsonl, repair_jsonl, write_json_atomic, write_jsonl_atomic
+from .variants import file_component
 
 
 @dataclasses.dataclass
@@ -55,6 +56,8 @@ class StrategyRun:
     joint: bool | None = None
     info: dict | None = None
     training_faults: list | None = None  # steps skipped for NaN/inf losses, experiences ended early
+    variant_of: str | None = None  # a variant (cl_asr/variants.py): its base strategy and the values it changed
+    overrides: dict | None = None
 
     def to_json(self) -> dict:
         keep = {"strategy", "seed", "description", "config", "eval_routing"}  # written even when empty / None
@@ -154,7 +157,8 @@ class RunDirectory:
             return {}
 
     def checkpoint(self, strategy: str, seed: int) -> Path:
-        return self.path / "checkpoints" / f"{strategy}_seed{seed}.pt"
+        """A variant's name (spt_decoder[lr=0.1]) is no file name: variants.file_component makes it one."""
+        return self.path / "checkpoints" / f"{file_component(strategy)}_seed{seed}.pt"
 
     # -- opening ---------------------------------------------------------------------------------------------
     def open(self, config: dict, checksums: dict, strategy_configs: dict[str, dict], expected_rows: dict[str, int],
@@ -179,6 +183,7 @@ class RunDirectory:
         self.complete = rows_complete & {(s["strategy"], s["seed"]) for s in meta["strategy_runs"] if not s.get("failure")}
         old = meta.get("config", {})
         config["strategies"] = {**old.get("strategies", {}), **config["strategies"]}
+        config["variants"] = {**old.get("variants", {}), **config.get("variants", {})}
         old_seeds = old.get("seeds", [old.get("seed", 0)] if old else [])
         asked = list(config["seeds"])  # this command's
         config["seeds"] = sorted(set(old_seeds) | set(config["seeds"]))  # a directory may gather seeds over calls
@@ -201,6 +206,15 @@ class RunDirectory:
             if old.get(key) != config[key]:
                 raise ValueError(f"{self.path} already holds a run with {key}={old.get(key)!r}, not {config[key]!r}: "
                                  "use another --out directory")
+        overrides = config.get("profile_overrides") or {}
+        if (old.get("profile_overrides") or {}) != overrides:  # --set: another profile, in effect
+            raise ValueError(f"{self.path} already holds a run with profile overrides (--set) "
+                             f"{old.get('profile_overrides') or 'none'}, not {overrides or 'none'}: use another --out "
+                             "directory")
+        for name, variant in (config.get("variants") or {}).items():  # a variants file's name, redefined
+            if name in old.get("variants", {}) and old["variants"][name] != variant:
+                raise ValueError(f"{self.path} holds variant {name} as {old['variants'][name]}, not {variant}: "
+                                 "give the variant another name, or use another --out directory")
         old_sums = self.meta.get("checksums")
         if old_sums and old_sums != checksums:
             changed = (["backbone weights"] if old_sums.get("backbone") != checksums["backbone"] else []) + [
@@ -250,6 +264,9 @@ class RunDirectory:
     def record(self, run: StrategyRun) -> None:
         """Record a strategy's outcome (replacing an earlier record of the same strategy and seed)."""
         runs = [s for s in self.meta["strategy_runs"] if (s["strategy"], s["seed"]) != (run.strategy, run.seed)]
+        variant = self.meta.get("config", {}).get("variants", {}).get(run.strategy)
+        if variant and run.variant_of is None:  # what makes it a variant, next to its costs
+            run = dataclasses.replace(run, variant_of=variant["strategy"], overrides=variant["overrides"])
         self.meta["strategy_runs"] = [*runs, run.to_json()]
         self._write_meta()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, variants
 from .backbones import cache_dir, check_backbone_spec, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
 from .checkpoints import load_checkpoint, pristine_names, save_checkpoint, set_rng_state
@@ -36,10 +36,12 @@ from .cl.template import ASRTemplate
 from .core import tensor_digest
 from .env_info import device_info, environment_lock, git_commit, package_versions
 from .log import log
-from .methods import get_method, method_config
+from .methods import METHODS, get_method, method_config
 from .metrics.text import pooled, score_utterances
+from .registry import UnknownNameError
 from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
 from .scenarios import load_scenario_builder, scenario_path
+from .tuned_defaults import tuned_record
 
 
 @dataclass
@@ -55,6 +57,11 @@ class RunRequest:
     report: bool = True
     command: str = ""
     caches: bool = True  # False: no decode memo, no encoder or cross-attention cache (compute everything)
+    evaluate: str = "test"  # "dev": the scenario's dev sets are evaluated instead of its test sets (tuning)
+    # Variants (cl_asr/variants.py, README "Variants"): `strategies` may hold inline ones, `base[key=value,...]`,
+    # and names of these, {name: {"strategy": base, "config": {key: value}}} (a --variants file)
+    variants: dict = dataclasses.field(default_factory=dict)
+    profile_overrides: dict = dataclasses.field(default_factory=dict)  # --set key=value: scenario-profile fields
 
 
 def release_memory(device: torch.device) -> None:
@@ -230,10 +237,13 @@ WHISPER_PREFIX_TOKENS = 4
 class Checked:
     """What `check_request` resolved: the request's names, as the run uses them."""
 
-    classes: dict  # strategy name -> class
+    classes: dict  # strategy name -> class (a variant's: its base's)
     builder: object  # the scenario builder
-    profile: object
-    configs: dict  # strategy name -> config
+    profile: object  # with the request's profile_overrides applied
+    configs: dict  # strategy name -> config (a variant's: its base's with its overrides)
+    names: list = dataclasses.field(default_factory=list)  # the request's strategies, variants spelled canonically
+    variants: dict = dataclasses.field(default_factory=dict)  # variant name -> {"strategy": base, "overrides"}
+    profile_overrides: dict = dataclasses.field(default_factory=dict)  # validated --set values
 
 
 def check_request(req: RunRequest) -> Checked:
@@ -247,12 +257,30 @@ def check_request(req: RunRequest) -> Checked:
     if bad:
         raise ValueError(f"--seeds: {bad[0]} is not a seed: seeds are integers from 0 to 2**32-1")
     check_device(req.device)
-    classes = {name: get_method(name) for name in req.strategies}
+    classes = {name: strategy_class(name, req.variants) for name in req.strategies}
     builder = load_scenario_builder(req.scenario)
     profile = builder.profile(req.profile)
+    if req.profile_overrides:  # --set: validated like the scenario file's profile
+        profile = variants.with_overrides(profile, req.profile_overrides, "--set")
     check_backbone_spec(req.backbone or profile.backbone)
-    configs = {name: method_config(name, req.profile, profile.prompt_length) for name in req.strategies}
-    return Checked(classes, builder, profile, configs)
+    resolved = variants.resolve(req.strategies, req.variants, registered=lambda n: n in METHODS,
+                                base_config=lambda base: method_config(base, req.profile, profile.prompt_length,
+                                                                       scenario=builder.config.name))
+    configs = {r.entry: r.config for r in resolved}
+    return Checked(classes, builder, profile, configs, names=[r.name for r in resolved],
+                   variants={r.entry: r.record() for r in resolved if r.is_variant},
+                   profile_overrides={k: getattr(profile, k) for k in req.profile_overrides})
+
+
+def strategy_class(name: str, named: dict):
+    """The class of a strategy or of a variant's base (cl_asr/variants.py); an unknown base names the variant."""
+    base, overrides, where = variants.base_of(name, named)
+    try:
+        return get_method(base)
+    except UnknownNameError as exc:
+        if overrides is None:
+            raise
+        raise UnknownNameError(f"{where}: {exc}") from None
 
 
 def check_device(spec: str | None) -> None:
@@ -316,7 +344,8 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
     log(f"building scenario {builder.config.name} ({req.profile} profile)")
     t0 = time.perf_counter()
     with distributed.main_first():
-        scenario = builder.build(profile, backbone, feature_extractor, progress=req.progress and run_dir.writer)
+        scenario = builder.build(profile, backbone, feature_extractor, progress=req.progress and run_dir.writer,
+                                 evaluate=req.evaluate)
     build_seconds = time.perf_counter() - t0
     scenario.check_disjoint()  # no utterance (nor promised sentence or voice) in a training and an evaluated set
     log(f"decode languages: {scenario.settings.get('decode_language')}")
@@ -328,12 +357,17 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
         "scenario_config": dataclasses.asdict(builder.config), "profile": req.profile,
         "profile_config": dataclasses.asdict(profile), "backbone": backbone_spec, "seeds": req.seeds,
         "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
+        "variants": checked.variants, "profile_overrides": checked.profile_overrides,
     }
+    if req.evaluate != "test":  # only then: run.json of a test run stays as it was
+        config["evaluate"] = req.evaluate
     # What determined the results: the same run directory must keep seeing the same weights and data.
     checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
     run_dir.open(config, checksums, {n: dataclasses.asdict(c) for n, c in configs.items()},
                  {name: len(steps[name]) * rows_per_pass for name in req.strategies},
                  {"git": git_commit(), "packages": package_versions(), "environment_lock": environment_lock(),
+                  "tuned_defaults": tuned_record(builder.config.name, req.profile,
+                                                 sorted({classes[n].name for n in configs})),
                   "device": device_info(device),
                   "scenario_settings": scenario.settings, "content_checksums": scenario.checksums(leave_out=("id",)), "experiences": scenario.experience_names,
                   "preservation": scenario.preservation_names, "metric": scenario.metric, "command": req.command})

@@ -15,7 +15,13 @@ SLOW_TESTS = {"test_seeds_run_every_strategy_per_seed_and_the_report_has_interva
               "test_compare_refuses_runs_whose_test_sets_differ", "test_text_domains_micro_benchmark_with_text_spt",
               "test_speakers_micro_benchmark_with_ts_prompt", "test_code_switching_micro_benchmark",
               "test_fft_learns_by_changing_the_weights",
-              "test_a_scenario_gives_the_same_predictions_on_an_empty_cache_and_on_one_another_scenario_filled"}
+              "test_a_scenario_gives_the_same_predictions_on_an_empty_cache_and_on_one_another_scenario_filled",
+              # tests/test_variants.py: micro runs with variants and --set (the first pays for the module's run)
+              "test_each_variant_is_its_own_row_everywhere", "test_a_variant_run_resumes_and_other_overrides_are_refused",
+              "test_compare_names_each_variant", "test_the_ray_executor_runs_variants_and_profile_overrides",
+              # tests/test_tune.py: a study of two trials, and a run with tuned defaults (micro runs)
+              "test_tune_searches_on_dev_sets_only_resumes_and_writes_the_tuned_defaults",
+              "test_a_run_records_the_tuned_defaults_it_used"}
 
 
 def pytest_collection_modifyitems(config, items):

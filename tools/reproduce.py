@@ -2,14 +2,15 @@
 
     python tools/reproduce.py reports/languages-seeds-quick --strategies zero_shot --seed 0
 
-runs `run_suite.py run` with the committed run's scenario, profile and backbone for the strategies and seed
-given, into a fresh directory (--out, default a temporary one), then compares it with the committed run cell by
-cell (same experience row, same set): the sets must hold the same reference transcripts in the same order
-(else the data differ and nothing is compared), then every hypothesis and every result figure is checked for
-equality. Utterance ids are not compared (older runs named sets shared across scenarios after the scenario that
-first synthesised them). It prints one line per strategy and exits 0 only if everything is identical: this is
-the check behind README "Reproducibility". Where something differs it also says where the fresh avg_error falls
-against the committed report's 95% interval for that strategy.
+runs `run_suite.py run` with the committed run's scenario, profile, profile overrides (--set) and backbone for
+the strategies (variants too: README "Variants and profile overrides") and seed given, into a fresh directory
+(--out, default a temporary one), then compares it with the committed run cell by cell (same experience row,
+same set): the sets must hold the same reference transcripts in the same order (else the data differ and
+nothing is compared), then every hypothesis and every result figure is checked for equality. Utterance ids are
+not compared (older runs named sets shared across scenarios after the scenario that first synthesised them). It
+prints one line per strategy and exits 0 only if everything is identical: this is the check behind README
+"Reproducibility". Where something differs it also says where the fresh avg_error falls against the committed
+report's 95% interval for that strategy.
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
+
+from cl_asr.variants import render, split_top_level
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,11 +96,20 @@ def main() -> int:
     args = ap.parse_args()
     meta = json.loads((args.run_dir / "run.json").read_text(encoding="utf-8"))
     cfg = meta["config"]
-    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    strategies = split_top_level(args.strategies, "--strategies")  # variants (name[key=value,...]) included
     out = args.out or Path(tempfile.mkdtemp(prefix="cl_asr-reproduce-")) / "run"
     command = [sys.executable, str(REPO / "run_suite.py"), "run", "--scenario", cfg["scenario"], "--profile",
                cfg["profile"], "--backbone", cfg["backbone"], "--strategies", ",".join(strategies), "--seeds",
                str(args.seed), "--out", str(out), "--no-progress", "--no-report"]
+    for key, value in (cfg.get("profile_overrides") or {}).items():  # the committed run's --set
+        command += ["--set", f"{key}={render(value)}"]
+    named = {n: {"strategy": v["strategy"], "config": v["overrides"]} for n, v in (cfg.get("variants") or {}).items()
+             if n in strategies and "[" not in n}  # the committed run's --variants file, as far as asked for
+    if named:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        variants_file = out.parent / f"{out.name}-variants.yaml"
+        variants_file.write_text(yaml.safe_dump(named, sort_keys=False), encoding="utf-8")
+        command += ["--variants", str(variants_file)]
     if not args.compare_only:
         print("running:", " ".join(command[1:]), flush=True)
         if subprocess.run(command, cwd=REPO).returncode != 0:

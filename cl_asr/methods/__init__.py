@@ -54,9 +54,12 @@ def _where(exc: Exception, path) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0] + (f" (line {lines[-1]})" if lines else "")
 
 
-def method_config(name: str, profile_name: str | None = None, prompt_length: int | None = None):
+def method_config(name: str, profile_name: str | None = None, prompt_length: int | None = None,
+                  scenario: str | None = None, tuned: bool = True):
     """A strategy's config: dataclass defaults, then baselines/<name>.yaml `config:`, then that file's
-    `profiles.<profile>:` overrides, then the run profile's prompt_length (if it sets one)."""
+    `profiles.<profile>:` overrides, then (with `tuned`) what `run_suite.py tune` chose for this scenario and
+    profile on dev sets (tuned/<scenario>.yaml, cl_asr/tune.py), then the run profile's prompt_length (if it
+    sets one)."""
     import dataclasses
 
     from ..config import ConfigError, from_dict, load_yaml
@@ -78,6 +81,13 @@ def method_config(name: str, profile_name: str | None = None, prompt_length: int
         values.update(data.get("config") or {})
         if profile_name:
             values.update((data.get("profiles") or {}).get(profile_name) or {})
+    if tuned:
+        from ..tuned_defaults import tuned_values
+
+        chosen, tuned_file = tuned_values(scenario, profile_name, name)
+        if chosen:
+            values.update(chosen)
+            path = f"{path} + {tuned_file}"  # where the values came from, for any error message
     config = from_dict(cls.config_class, values, str(path))
     if prompt_length is not None and any(f.name == "prompt_length" for f in dataclasses.fields(config)):
         config = dataclasses.replace(config, prompt_length=prompt_length)

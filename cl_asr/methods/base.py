@@ -46,7 +46,9 @@ def register_method(name: str):
 
 @dataclass
 class MethodConfig:
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    # `search`: the field is tuned by `run_suite.py tune` (cl_asr/tune.py): "log_factor": log-uniform within that
+    # factor of the strategy's default either way; "choices": one of these values.
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate", "search": {"log_factor": 30}})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this value (0 = off)"})
     schedule: Literal["constant", "linear"] = field(

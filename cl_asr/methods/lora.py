@@ -20,7 +20,7 @@ from .base import SetRoutedConfig, SetRoutedMethod, freeze, register_method
 
 @dataclass
 class LoraMethodConfig(SetRoutedConfig):
-    rank: int = field(default=8, metadata={"help": "LoRA rank r"})
+    rank: int = field(default=8, metadata={"help": "LoRA rank r", "search": {"choices": [4, 8, 16, 32]}})
     alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (update scaled by alpha / r)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch"})
     target_modules: list[str] = field(

@@ -27,11 +27,13 @@ from .prompts.engine import silence_log_mel
 
 @dataclass
 class TextSPTConfig(MethodConfig):
-    prompt_length: int = field(default=30, metadata={"help": "pseudo-audio frames L (text-only SPT tries 30 and 50)"})
+    prompt_length: int = field(default=30, metadata={"help": "pseudo-audio frames L (text-only SPT tries 30 and 50)",
+                                                     "search": {"choices": [30, 50]}})
     prompt_epoch_share: float = field(default=0.5, metadata={"help": "share of the epochs spent on step 1 (prompt)"})
     decoder_update: Literal["full", "lora"] = field(
         default="full", metadata={"help": "step 2: fine-tune every decoder weight, or LoRA on its attention"})
-    decoder_lr: float = field(default=3e-5, metadata={"help": "step 2 learning rate (`lr` is step 1's)"})
+    decoder_lr: float = field(default=3e-5, metadata={"help": "step 2 learning rate (`lr` is step 1's)",
+                                                      "search": {"log_factor": 30}})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank when decoder_update is lora"})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator"})
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..metrics.continual import HIGHER_IS_BETTER, SIGN_CONVENTION
 from ..results import write_text_atomic
+from ..variants import describe, file_component
 from . import plots
 from .claims import check_claims, load_claims
 from .load import Progress, Run, check_comparable, load_run, progress, run_labels
@@ -64,6 +65,7 @@ def _facts(meta: dict) -> str:
     window_note = (f"{window:g} s (truncated from Whisper's 30 s window for speed; this costs accuracy, "
                    "identically for every strategy)" if window < 30 else "30 s (Whisper's native window)")
     utt = settings.get("utterances", {})
+    split = settings.get("evaluated_split", "test")  # "dev": a tuning run, evaluated on dev sets in their place
     decode = settings.get("decode_language", {})
     lid = settings.get("lid_probabilities", {})
     decode_txt = ", ".join(
@@ -79,13 +81,15 @@ def _facts(meta: dict) -> str:
         f"{', '.join(meta['experiences'])}; preservation sets: {', '.join(meta['preservation']) or 'none'}",
         f"- **Backbone**: `{cfg['backbone']}`; encoder window {window_note}",
         (f"- **Data**: {utt['train_sentences_per_experience']} training sentences per experience (text only, no "
-         f"audio), {utt.get('test_per_set', '?')} test utterances per set ({utt.get('total_test', '?')} utterances, "
+         f"audio), {utt.get(f'{split}_per_set', '?')} {split} utterances per set ({utt.get(f'total_{split}', '?')} utterances, "
          if "train_sentences_per_experience" in utt else
          f"- **Data**: {utt.get('train_per_experience', '?')} training utterances per experience, "
-         f"{utt.get('test_per_set', '?')} test utterances per set ({utt.get('total', '?')} utterances, ")
+         f"{utt.get(f'{split}_per_set', '?')} {split} utterances per set ({utt.get('total', '?')} utterances, ")
         + f"{utt.get('hours', 0) * 60:.1f} minutes of speech in all); {prof['epochs']} epochs, batch {prof['batch_size']}"
         + (f"; source: {settings['data_source']}" if settings.get("data_source") else ""),
         *_data_shortfall_lines(utt, settings.get("repairs", {}), prof),
+        *([(f"- **Profile overrides** (`--set`, on top of profile `{cfg['profile']}`): "
+            f"{describe(cfg['profile_overrides'])}")] if cfg.get("profile_overrides") else []),
         f"- **Seeds**: {', '.join(map(str, seeds))} (every strategy once per seed; same backbone and test sets)",
         f"- **Decode language** (the language token, identical for every strategy): {decode_txt or 'n/a'}",
         f"- **Metric**: {meta['metric'].upper()} (Whisper normaliser, pooled over utterances); "
@@ -109,6 +113,20 @@ def _facts(meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _variant_blocks(meta: dict, heading: str = "h2") -> list[Block]:
+    """The run's variants (cl_asr/variants.py): each strategy run with some config values changed, its base and
+    those values; every other value is its base's (run.json config.strategies holds each full config)."""
+    variants = meta.get("config", {}).get("variants") or {}
+    if not variants:
+        return []
+    return [Block(heading, "**Variants**" if heading == "p" else "Variants"),
+            Block("p", "Strategies run with some config values changed (`--strategies BASE[KEY=VALUE,...]` or a "
+                       "`--variants` file): each is a strategy of its own in every table and figure below; its other "
+                       "values are its base strategy's (run.json `config.strategies` holds every full config)."),
+            Block("table", pd.DataFrame([{"strategy": name, "variant of": v["strategy"],
+                                          "overrides": describe(v["overrides"])} for name, v in variants.items()]))]
+
+
 def _lock_line(lock: dict | None) -> list[str]:
     """Whether the run's packages were exactly those of the lock file (README, "Reproducibility")."""
     if not lock:
@@ -128,8 +146,8 @@ def _data_shortfall_lines(utt: dict, repairs: dict, prof: dict) -> list[str]:
     longer than the encoder window left out, other rates resampled to 16 kHz, multi-channel audio down-mixed)."""
     lines = []
     per_set = utt.get("per_set", {})
-    wanted = {"train": utt.get("train_per_experience"), "test": utt.get("test_per_set"),
-              "preservation": utt.get("test_per_set")}
+    evaluated = utt.get("test_per_set", utt.get("dev_per_set"))
+    wanted = {"train": utt.get("train_per_experience"), "test": evaluated, "preservation": evaluated}
     short = [f"{name} {n} (of {wanted[name.split('/')[0]]})" for name, n in per_set.items()
              if wanted.get(name.split("/")[0]) and n < wanted[name.split("/")[0]]]
     if short:
@@ -343,7 +361,7 @@ def _curve_and_matrix_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: P
         new, pres = points[sc.experiences], points[sc.preservation]
         n_seeds = sc.est(s, "avg_error").n_seeds
         title = f"{s} (mean over {n_seeds} seeds)" if n_seeds > 1 else s
-        safe = s.replace("/", "__")
+        safe = file_component(s.replace("/", "__"))  # a variant's name is no file name as it is
         path = plots.matrix_heatmap(new, pres, sc.experiences, title, sc.metric, plot_dir / f"{prefix}matrix_{safe}.png")
         table = pd.DataFrame({(name + (" (base)" if name in sc.preservation else "")):
                               [sc.stats.cell(s, step, name).text() for step in steps] for name in sets})
@@ -555,7 +573,8 @@ def write_report(run_dir: Path) -> Path:
     sc = _Scenario([run])
     unfinished = _progress_block(sc.progress[run.label])
     title = f"cl_asr: {sc.name} ({run.meta['config']['profile']} profile){' — incomplete' if unfinished else ''}"
-    return _write([sc], Path(run_dir), title, [b for b in (unfinished, Block("p", _facts(run.meta))) if b])
+    return _write([sc], Path(run_dir), title,
+                  [b for b in (unfinished, Block("p", _facts(run.meta))) if b] + _variant_blocks(run.meta))
 
 
 def write_comparison(run_dirs: list[Path], out: Path) -> Path:
@@ -584,5 +603,6 @@ def write_comparison(run_dirs: list[Path], out: Path) -> Path:
     progress_of = {r.label: sc.progress[r.label] for sc in scenarios for r in sc.runs}
     intro[:0] = [b for r in runs if (b := _progress_block(progress_of[r.label], f"Run {r.label}"))]
     for r in runs:
-        intro += [Block("h3", f"Run {r.label}"), Block("p", _facts(r.meta))]
+        intro += [Block("h3", f"Run {r.label}"), Block("p", _facts(r.meta)),
+                  *_variant_blocks(r.meta, heading="p")]
     return _write(scenarios, out, f"cl_asr comparison: {', '.join(labels)}", intro)

@@ -13,7 +13,8 @@ from ..fft import FullFineTuning
 @dataclass
 class ReplayConfig(MethodConfig):
     buffer_size: int = field(default=16, metadata={"help": "utterances kept from past experiences, balanced across "
-                                                           "experiences (reservoir sampling)"})
+                                                           "experiences (reservoir sampling)",
+                                                   "search": {"choices": [8, 16, 32, 64]}})
 
     def __post_init__(self):
         super().__post_init__()

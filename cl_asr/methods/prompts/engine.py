@@ -252,7 +252,8 @@ class PromptSet(nn.Module):
 
 @dataclass
 class SoftPromptConfig(SetRoutedConfig):
-    prompt_length: int = field(default=32, metadata={"help": "number of prompt vectors at each site (L)"})
+    prompt_length: int = field(default=32, metadata={"help": "number of prompt vectors at each site (L)",
+                                                     "search": {"choices": [8, 16, 32, 64, 128]}})
     input_frames: bool = field(
         default=False, metadata={"help": "learn L*2 log-mel frames prepended to the encoder input (vanilla SPT)"})
     encoder_layers: str = field(

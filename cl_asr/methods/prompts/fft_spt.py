@@ -13,7 +13,7 @@ class FFTPromptConfig(SoftPromptConfig):
     encoder_layers: str = default(SoftPromptConfig, "encoder_layers", "first")
     decoder_layers: str = default(SoftPromptConfig, "decoder_layers", "first")
     backbone_lr: float = field(default=3e-5, metadata={"help": "learning rate of the backbone weights (`lr` is the "
-                                                               "prompts')"})
+                                                               "prompts')", "search": {"log_factor": 30}})
 
 
 @register_method("fft_spt")

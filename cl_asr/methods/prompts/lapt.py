@@ -27,7 +27,8 @@ from .engine import PromptSet, SoftPromptConfig, SoftPromptMethod, default
 class LaptConfig(SoftPromptConfig):
     encoder_layers: str = default(SoftPromptConfig, "encoder_layers", "first")
     decoder_layers: str = default(SoftPromptConfig, "decoder_layers", "first")
-    rank: int = field(default=8, metadata={"help": "rank r of each language-specific prompt matrix U V"})
+    rank: int = field(default=8, metadata={"help": "rank r of each language-specific prompt matrix U V",
+                                           "search": {"choices": [4, 8, 16, 32]}})
     shared_updates: Literal["first", "every"] = field(
         default="first",
         metadata={"help": "train the shared prompt S with the first language only (then fixed), or with every "

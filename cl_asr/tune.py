@@ -1,0 +1,174 @@
+"""`run_suite.py tune`: a budgeted hyper-parameter search per strategy on dev sets only (Optuna).
+
+Each trial is one run of the strategy with the trial's values as a variant (`name[lr=0.01]`, README "Variants")
+on the scenario built with `evaluate="dev"`: every experience's dev set and every preservation language's dev set
+take the place of the test sets, so no test set is synthesised, loaded or decoded (tests/test_tune.py checks).
+The trials of a strategy share one run directory (TUNE_DIR/<strategy>/) and one Optuna study stored beside it
+(TUNE_DIR/<strategy>.db), so an interrupted search resumes where it stopped: finished trials are kept, a trial
+whose run was cut short resumes from its last finished evaluation pass.
+
+What is searched: the fields a strategy's config marks with `search` in their metadata (the learning rates:
+log-uniform within a factor 30 of the strategy's current default either way; prompt length, ranks, replay buffer
+size: a few values), or those named with --params.
+
+The objective is the mean error (the scenario's metric) over every dev set after the whole stream: the
+experiences' (what was learned, and kept through the later experiences) and the preservation languages' (what
+was known before). One number after the stream, rather than per experience, because a continual learner's
+hyper-parameters must serve the whole stream: a learning rate that learns each experience best can forget the
+earlier ones and the base languages, which only the end of the stream shows.
+
+The winner of each strategy goes into the tuned-defaults file (cl_asr/tuned_defaults.py: tuned/<scenario>.yaml),
+under the profile it was tuned on, with its provenance: the search space, every trial's values and dev error, the
+objective, the backbone, the command and the git commit. Runs of that scenario and profile use it
+(cl_asr/methods/__init__.py method_config) and record it in run.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import ConfigError
+from .env_info import git_commit
+from .log import log
+from .results import read_jsonl
+from .tuned_defaults import tuned_path, write_tuned
+
+OBJECTIVE = ("mean final error over every dev set (experiences and preservation languages) after the whole "
+             "stream, in the scenario's metric")
+
+
+def search_space(config, params: list[str] | None = None) -> dict[str, dict]:
+    """field -> {"low", "high", "log"} or {"choices"}: what the config's fields declare searchable (around the
+    config's current values), or only `params` (which must be searchable)."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    marked = {n: f.metadata["search"] for n, f in fields.items() if "search" in f.metadata}
+    if params:
+        unknown = [p for p in params if p not in marked]
+        if unknown:
+            raise ConfigError(f"--params {unknown[0]!r}: not a searchable field of {type(config).__name__} "
+                              f"(searchable: {', '.join(marked) or 'none'})")
+        marked = {p: marked[p] for p in params}
+    space = {}
+    for name, spec in marked.items():
+        value = getattr(config, name)
+        if "log_factor" in spec:
+            space[name] = {"low": value / spec["log_factor"], "high": value * spec["log_factor"], "log": True}
+        else:
+            space[name] = {"choices": list(spec["choices"])}
+    return space
+
+
+def _suggest(trial, space: dict) -> dict:
+    out = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            out[name] = trial.suggest_categorical(name, spec["choices"])
+        else:  # three significant digits: a variant name stays readable, and nearby values give one run
+            value = trial.suggest_float(name, spec["low"], spec["high"], log=spec["log"])
+            out[name] = float(f"{value:.3g}")
+    return out
+
+
+def variant(name: str, values: dict) -> str:
+    """The variant spec of `name` with `values` (README "Variants"): name[key=value,...]."""
+    return f"{name}[{','.join(f'{k}={v}' for k, v in sorted(values.items()))}]"
+
+
+def dev_error(run_dir: Path, strategy: str, metric: str) -> float:
+    """The objective of one finished trial, from its rows in the study's run directory."""
+    rows = [r for r in read_jsonl(run_dir / "results.jsonl") if r["strategy"] == strategy and r["metric"] == metric]
+    last = max(r["trained_through"] for r in rows)
+    final = [r["value"] for r in rows if r["trained_through"] == last]
+    return float(sum(final) / len(final))
+
+
+@dataclasses.dataclass
+class TuneRequest:
+    scenario: str
+    strategies: list[str]
+    profile: str
+    out_dir: Path  # the studies: <strategy>/ (run directory) and <strategy>.db (Optuna)
+    trials: int = 8
+    params: list[str] | None = None
+    backbone: str | None = None
+    seed: int = 0
+    device: str | None = None
+    progress: bool = False
+    write: Path | None = None  # the tuned-defaults file; None: cl_asr/resources/tuned/<scenario>.yaml
+    command: str = ""
+
+
+def tune(req: TuneRequest) -> Path:
+    """Search every strategy of the request in turn; write the winners to the tuned-defaults file."""
+    import optuna
+
+    from .methods import get_method, method_config
+    from .runner import RunRequest, check_request, run_benchmark
+    from .scenarios import load_scenario_builder
+
+    if req.trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {req.trials}")
+    builder = load_scenario_builder(req.scenario)
+    profile = builder.profile(req.profile)
+    scenario_name = builder.config.name
+    spaces, bases = {}, {}
+    for name in req.strategies:  # every name and space checked before the first trial
+        if not get_method(name).capabilities.trains:
+            raise ConfigError(f"strategy {name} does not train: it has nothing to tune")
+        # around the hand-set defaults (baselines/), not an earlier search's result: a re-run searches the same space
+        bases[name] = method_config(name, req.profile, profile.prompt_length, scenario=scenario_name, tuned=False)
+        spaces[name] = search_space(bases[name], req.params)
+        if not spaces[name]:
+            raise ConfigError(f"strategy {name}: its config marks no field as searchable; nothing to tune")
+    out = Path(req.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    chosen = {}
+    for name in req.strategies:
+        run_dir = out / name
+        study = optuna.create_study(
+            study_name=name, direction="minimize", load_if_exists=True,
+            storage=f"sqlite:///{(out / f'{name}.db').resolve()}",
+            sampler=optuna.samplers.TPESampler(seed=req.seed))
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+        def objective(trial, name=name, run_dir=run_dir):
+            values = _suggest(trial, spaces[name])
+            unchanged = all(getattr(bases[name], k) == v for k, v in values.items())  # the defaults themselves
+            run_req = RunRequest(scenario=req.scenario, strategies=[name if unchanged else variant(name, values)],
+                                 profile=req.profile,
+                                 out_dir=run_dir, backbone=req.backbone, seeds=[req.seed], device=req.device,
+                                 progress=req.progress, report=False, command=req.command, evaluate="dev")
+            (resolved,) = check_request(run_req).configs  # the variant's row name in the results
+            run_benchmark(run_req)
+            error = dev_error(run_dir, resolved, builder.config.metric)
+            log(f"tune {name}: trial {trial.number} {values} -> dev {builder.config.metric} {error:.4f}")
+            return error
+
+        log(f"tune {name}: {len(done)} of {req.trials} trials done; searching {spaces[name]}")
+        if req.trials > len(done):
+            study.optimize(objective, n_trials=req.trials - len(done))
+        chosen[name] = _record(study, spaces[name], req, profile)
+    return write_tuned(req.write or tuned_path(scenario_name), req.profile, chosen)
+
+
+def _record(study, space: dict, req: TuneRequest, profile) -> dict:
+    import optuna
+
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = min(trials, key=lambda t: (t.value, t.number))
+    values = {k: (float(f"{v:.3g}") if isinstance(v, float) else v) for k, v in best.params.items()}
+    return {
+        "config": values,
+        "provenance": {
+            "objective": OBJECTIVE, "dev_error": round(best.value, 6), "trials": len(trials),
+            "search_space": space, "sampler": f"optuna TPE (seed {req.seed})",
+            "all_trials": [{"values": {k: (float(f"{v:.3g}") if isinstance(v, float) else v)
+                                       for k, v in t.params.items()}, "dev_error": round(t.value, 6)}
+                           for t in trials],
+            "backbone": req.backbone or profile.backbone, "seed": req.seed, "command": req.command,
+            "git_commit": git_commit().get("commit"),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }

@@ -1,0 +1,97 @@
+"""`run_suite.py tune`: searches on dev sets only (never a test set built or decoded), resumes, writes the tuned
+defaults with their provenance, and later runs of that scenario and profile use them."""
+import dataclasses
+
+import pytest
+import yaml
+
+import cl_asr.resources
+from cl_asr.cli import main
+from cl_asr.config import ConfigError
+from cl_asr.data import corpus as corpus_mod
+from cl_asr.methods import method_config
+from cl_asr.tune import search_space, variant
+
+
+def test_the_search_space_is_what_each_config_marks_around_its_defaults():
+    spt = method_config("spt_decoder")  # lr 3e-2 in baselines/spt_decoder.yaml
+    space = search_space(spt)
+    assert space["lr"] == {"low": pytest.approx(1e-3), "high": pytest.approx(0.9), "log": True}
+    assert space["prompt_length"] == {"choices": [8, 16, 32, 64, 128]}
+    assert set(search_space(method_config("lora"))) == {"lr", "rank"}
+    assert set(search_space(method_config("replay"))) == {"lr", "buffer_size"}
+    assert search_space(spt, ["lr"]).keys() == {"lr"}
+    with pytest.raises(ConfigError, match="'grad_clip': not a searchable field"):
+        search_space(spt, ["grad_clip"])
+    assert variant("lora", {"rank": 16, "lr": 0.001}) == "lora[lr=0.001,rank=16]"
+
+
+@pytest.fixture
+def tuned_dir(tmp_path, monkeypatch):
+    path = tmp_path / "tuned"
+    monkeypatch.setattr(cl_asr.resources, "TUNED_DIR", path)
+    return path
+
+
+def test_tune_searches_on_dev_sets_only_resumes_and_writes_the_tuned_defaults(tmp_path, tuned_dir, monkeypatch,
+                                                                             capsys):
+    built = []
+    real = corpus_mod.synthesize_corpus
+    monkeypatch.setattr(corpus_mod, "synthesize_corpus", lambda spec, *a, **k: (built.append(spec.name),
+                                                                                 real(spec, *a, **k))[1])
+    for module in ("languages", "code_switching", "speakers", "text_domains"):  # the builders' own imports
+        mod = __import__(f"cl_asr.scenarios.{module}", fromlist=["x"])
+        if hasattr(mod, "synthesize_corpus"):
+            monkeypatch.setattr(mod, "synthesize_corpus", corpus_mod.synthesize_corpus)
+    out = tmp_path / "study"
+    args = ["tune", "--scenario", "languages", "--strategies", "spt_decoder", "--profile", "micro", "--trials", "2",
+            "--params", "lr", "--out", str(out), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert built and not [n for n in built if n.endswith("/test")], built  # no test set even synthesised
+    assert any(n.endswith("/dev") for n in built)
+    preds = [line for line in (out / "spt_decoder" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 * 4 * 6  # 2 trials x 4 passes x 6 evaluated sets, every one a dev set
+    assert all("/dev/" in line and "/test/" not in line for line in preds)
+
+    tuned = yaml.safe_load((tuned_dir / "languages.yaml").read_text())
+    entry = tuned["profiles"]["micro"]["spt_decoder"]
+    prov = entry["provenance"]
+    assert prov["trials"] == 2 and len(prov["all_trials"]) == 2 and "dev set" in prov["objective"]
+    assert entry["config"]["lr"] == min(prov["all_trials"], key=lambda t: t["dev_error"])["values"]["lr"]
+    assert prov["search_space"]["lr"]["log"] is True and prov["git_commit"]
+
+    # the same command again: the study is resumed, no trial is run twice
+    built.clear()
+    assert main(args) == 0
+    assert yaml.safe_load((tuned_dir / "languages.yaml").read_text())["profiles"]["micro"]["spt_decoder"][
+        "provenance"]["trials"] == 2
+    assert "2 of 2 trials done" in capsys.readouterr().out
+
+    # later runs of this scenario and profile take the tuned value (and nothing else does)
+    assert method_config("spt_decoder", "micro", 4, scenario="languages").lr == entry["config"]["lr"]
+    assert method_config("spt_decoder", "quick", None, scenario="languages").lr == 3e-2
+    assert method_config("spt_decoder", "micro", 4, scenario="languages", tuned=False).lr == 3e-2
+
+
+def test_tune_refuses_a_strategy_that_does_not_train_and_bad_budgets(tmp_path, tuned_dir, capsys):
+    assert main(["tune", "--strategies", "zero_shot", "--profile", "micro", "--out", str(tmp_path / "s")]) == 2
+    assert "strategy zero_shot does not train: it has nothing to tune" in capsys.readouterr().err
+    assert main(["tune", "--strategies", "lora", "--profile", "micro", "--trials", "0",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "--trials must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_run_records_the_tuned_defaults_it_used(tmp_path, tuned_dir):
+    import json
+
+    tuned_dir.mkdir()
+    (tuned_dir / "languages.yaml").write_text(yaml.safe_dump(
+        {"profiles": {"micro": {"spt_decoder": {"config": {"lr": 0.05}, "provenance": {"trials": 1}}}}}))
+    out = tmp_path / "run"
+    assert main(["run", "--scenario", "languages", "--profile", "micro", "--strategies", "zero_shot,spt_decoder",
+                 "--out", str(out), "--no-progress", "--no-report"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["config"]["strategies"]["spt_decoder"]["lr"] == 0.05
+    assert meta["tuned_defaults"]["strategies"] == ["spt_decoder"] and len(meta["tuned_defaults"]["sha256"]) == 64
+    assert dataclasses.asdict(method_config("spt_decoder", "micro", 4, scenario="languages"))["lr"] == 0.05
