@@ -41,6 +41,7 @@ from .metrics.text import pooled, score_utterances
 from .registry import UnknownNameError
 from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
 from .scenarios import load_scenario_builder, scenario_path
+from .scenarios.base import EVALUATED_SPLITS
 from .tuned_defaults import tuned_record
 
 
@@ -257,6 +258,8 @@ def check_request(req: RunRequest) -> Checked:
     if bad:
         raise ValueError(f"--seeds: {bad[0]} is not a seed: seeds are integers from 0 to 2**32-1")
     check_device(req.device)
+    if req.evaluate not in EVALUATED_SPLITS:
+        raise ValueError(f"evaluate must be one of {', '.join(EVALUATED_SPLITS)}, got {req.evaluate!r}")
     classes = {name: strategy_class(name, req.variants) for name in req.strategies}
     builder = load_scenario_builder(req.scenario)
     profile = builder.profile(req.profile)

@@ -53,7 +53,8 @@ def search_space(config, params: list[str] | None = None) -> dict[str, dict]:
     for name, spec in marked.items():
         value = getattr(config, name)
         if "log_factor" in spec:
-            space[name] = {"low": value / spec["log_factor"], "high": value * spec["log_factor"], "log": True}
+            space[name] = {"low": float(f"{value / spec['log_factor']:.3g}"),
+                           "high": float(f"{value * spec['log_factor']:.3g}"), "log": True}
         else:
             space[name] = {"choices": list(spec["choices"])}
     return space
