@@ -1,4 +1,4 @@
-"""Shared by the tests that run the command line in a subprocess, as a user would."""
+"""Shared by the tests: the command line in a subprocess, as a user would run it; a Common Voice-layout fixture."""
 import os
 import subprocess
 import sys
@@ -11,3 +11,34 @@ def run_suite(*args, cwd=REPO, env=None, timeout=1200) -> subprocess.CompletedPr
     """`python run_suite.py ARGS` in `cwd` (the repository by default), with `env` added to this environment."""
     return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+# A one-experience corpus scenario over a Common Voice-layout fixture written by write_common_voice_split
+COMMON_VOICE_SCENARIO = """\
+name: cv_fixture
+builder: corpus
+description: Common Voice fixture
+data_source: a Common Voice-layout fixture in tmp
+metric: wer
+base_languages: []
+experiences:
+  - {{name: eo, language: eo, loader: common_voice, args: {{root: "{root}", locale: eo}}, decode_language: es}}
+profiles:
+  micro: {{backbone: tiny:random, n_train: 3, n_test: 3, epochs: 1, batch_size: 2, max_new_tokens: 4,
+          encoder_window_seconds: 5, lid_utterances: 2}}
+"""
+
+
+def write_common_voice_split(root, split, rows):
+    """ROOT/eo/{split}.tsv and its clips; rows: (clip file, client id, sentence, tone frequency in Hz)."""
+    import numpy as np
+    import soundfile as sf
+
+    base = Path(root) / "eo"
+    (base / "clips").mkdir(parents=True, exist_ok=True)
+    lines = ["client_id\tpath\tsentence"]
+    t = np.arange(int(0.3 * 16_000)) / 16_000
+    for clip, client, sentence, freq in rows:
+        sf.write(str(base / "clips" / clip), (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16_000)
+        lines.append(f"{client}\t{clip}\t{sentence}")
+    (base / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import COMMON_VOICE_SCENARIO, write_common_voice_split
 
 from cl_asr.data import corpus as data_corpus
 from cl_asr.data.corpora import LOADERS
@@ -266,44 +267,19 @@ def test_a_leak_between_train_and_dev_is_refused(tmp_path, monkeypatch, windowed
         sc.check_disjoint()
 
 
-CV_SCENARIO = """\
-name: cv_dev_fixture
-builder: corpus
-description: Common Voice dev fixture
-data_source: a Common Voice-layout fixture in tmp
-metric: wer
-base_languages: []
-experiences:
-  - {{name: eo, language: eo, loader: common_voice, args: {{root: "{root}", locale: eo}}, decode_language: es}}
-profiles:
-  micro: {{backbone: tiny:random, n_train: 3, n_test: 3, epochs: 1, batch_size: 2, max_new_tokens: 4,
-          encoder_window_seconds: 5, lid_utterances: 2}}
-"""
-
-
-def cv_split(root, split, rows):
-    base = root / "eo"
-    (base / "clips").mkdir(parents=True, exist_ok=True)
-    lines = ["client_id\tpath\tsentence"]
-    for clip, client, sentence, freq in rows:
-        sf.write(str(base / "clips" / clip), tone(0.3, freq), RATE)
-        lines.append(f"{client}\t{clip}\t{sentence}")
-    (base / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 def test_common_voice_dev_split_keeps_its_sentence_promise_against_train(tmp_path):
     """Common Voice's dev split holds no training sentence: the same client reading one there (other audio) is
     refused, as in its test split; the dev set's promise group is the one of the stream it stands in."""
-    cv_split(tmp_path, "train", [("a.wav", "c1", "Saluton mondo.", 200.0), ("b.wav", "c2", "Bonan tagon.", 250.0)])
-    cv_split(tmp_path, "dev", [("c.wav", "c3", "Saluton mondo.", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
+    write_common_voice_split(tmp_path, "train", [("a.wav", "c1", "Saluton mondo.", 200.0), ("b.wav", "c2", "Bonan tagon.", 250.0)])
+    write_common_voice_split(tmp_path, "dev", [("c.wav", "c3", "Saluton mondo.", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
     path = tmp_path / "cv.yaml"
-    path.write_text(CV_SCENARIO.format(root=tmp_path), encoding="utf-8")
+    path.write_text(COMMON_VOICE_SCENARIO.format(root=tmp_path), encoding="utf-8")
     builder = load_scenario_builder(str(path))
     sc = builder.build(builder.profile("micro"), None, None, progress=False, evaluate="dev")
     assert sc.disjoint == {"sentences": {("train", 0): "common_voice/eo", ("test", 0): "common_voice/eo"}}
     assert ids(sc.benchmark.test_stream) == ["cv/eo/dev/c", "cv/eo/dev/d"]
     sc.check_disjoint()  # another client reading a training sentence is no leak
-    cv_split(tmp_path, "dev", [("c.wav", "c1", "saluton, mondo", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
+    write_common_voice_split(tmp_path, "dev", [("c.wav", "c1", "saluton, mondo", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
     sc = builder.build(builder.profile("micro"), None, None, progress=False, evaluate="dev")
     with pytest.raises(SplitLeakError, match=r"train/eo and test/eo share 1 \(transcript, speaker\) pair\(s\) "
                                              r"\(e\.g\. 'saluton mondo' by c1: cv/eo/train/a = cv/eo/dev/c\)"):

@@ -11,6 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import COMMON_VOICE_SCENARIO, write_common_voice_split
 
 from cl_asr.cli import main
 from cl_asr.config import ConfigError
@@ -201,43 +202,18 @@ def test_built_in_synthetic_scenarios_pass_the_check(name, promise, tiny):
             sc.check_disjoint()
 
 
-CV_SCENARIO = """\
-name: cv_fixture
-builder: corpus
-description: Common Voice fixture
-data_source: a Common Voice-layout fixture in tmp
-metric: wer
-base_languages: []
-experiences:
-  - {{name: eo, language: eo, loader: common_voice, args: {{root: "{root}", locale: eo}}, decode_language: es}}
-profiles:
-  micro: {{backbone: tiny:random, n_train: 3, n_test: 3, epochs: 1, batch_size: 2, max_new_tokens: 4,
-          encoder_window_seconds: 5, lid_utterances: 2}}
-"""
-
-
-def cv_release(root, split, rows):
-    base = root / "eo"
-    (base / "clips").mkdir(parents=True, exist_ok=True)
-    lines = ["client_id\tpath\tsentence"]
-    for clip, client, sentence, freq in rows:
-        sf.write(str(base / "clips" / clip), tone(0.3, freq), RATE)
-        lines.append(f"{client}\t{clip}\t{sentence}")
-    (base / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 def test_common_voice_official_splits_promise_disjoint_sentences(tmp_path):
     """Common Voice's train/dev/test hold no sentence twice: the same client reading a training sentence in
     the test split (a re-recording, other audio) is refused; another client reading it is not."""
-    cv_release(tmp_path, "train", [("a.wav", "c1", "Saluton mondo.", 200.0), ("b.wav", "c2", "Bonan tagon.", 250.0)])
-    cv_release(tmp_path, "test", [("c.wav", "c3", "Saluton mondo.", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
+    write_common_voice_split(tmp_path, "train", [("a.wav", "c1", "Saluton mondo.", 200.0), ("b.wav", "c2", "Bonan tagon.", 250.0)])
+    write_common_voice_split(tmp_path, "test", [("c.wav", "c3", "Saluton mondo.", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
     path = tmp_path / "cv.yaml"
-    path.write_text(CV_SCENARIO.format(root=tmp_path), encoding="utf-8")
+    path.write_text(COMMON_VOICE_SCENARIO.format(root=tmp_path), encoding="utf-8")
     builder = load_scenario_builder(str(path))
     sc = builder.build(builder.profile("micro"), None, None, progress=False)
     assert sc.disjoint == {"sentences": {("train", 0): "common_voice/eo", ("test", 0): "common_voice/eo"}}
     sc.check_disjoint()
-    cv_release(tmp_path, "test", [("c.wav", "c1", "saluton, mondo", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
+    write_common_voice_split(tmp_path, "test", [("c.wav", "c1", "saluton, mondo", 300.0), ("d.wav", "c4", "Ĝis.", 350.0)])
     sc = builder.build(builder.profile("micro"), None, None, progress=False)
     with pytest.raises(SplitLeakError, match=r"train/eo and test/eo share 1 \(transcript, speaker\) pair\(s\) "
                                              r"\(e\.g\. 'saluton mondo' by c1: cv/eo/train/a = cv/eo/test/c\)"):
