@@ -212,9 +212,8 @@ class _Scenario:
             for run in runs for state, items in (
                 ("failed", self.progress[run.label].failed), ("partial", self.progress[run.label].partial),
                 ("cannot run", self.progress[run.label].cannot_run),
-                ("not started", [(n, s) for n, s in self.progress[run.label].missing]))
-            for name, seed, *_ in items
-            if not (state == "partial" and (name, seed) in {(f[0], f[1]) for f in self.progress[run.label].failed})])
+                ("not started", self.progress[run.label].missing))
+            for name, seed, *_ in items])
         self.results = pd.concat(results, ignore_index=True)
         self.predictions, self.costs = preds, costs
         self.systems = list(dict.fromkeys(self.table.system))

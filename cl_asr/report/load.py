@@ -105,7 +105,7 @@ class Progress:
     status: str  # run.json's: complete, incomplete (something failed), running (still running, or killed)
     asked: int  # (strategy, seed) runs asked of the directory that apply to its scenario
     complete: list[tuple[str, int]]
-    partial: list[tuple[str, int, int, int]]  # (strategy, seed, result rows written, rows when complete)
+    partial: list[tuple[str, int, int, int]]  # (strategy, seed, result rows written, rows when complete); not failed
     failed: list[tuple[str, int, str]]  # (strategy, seed, what happened)
     missing: list[tuple[str, int]]  # asked for, never started
     cannot_run: list[tuple[str, int, str]]  # declared not to apply to the scenario: not a failure of the run
@@ -117,8 +117,7 @@ class Progress:
     def lines(self) -> list[str]:
         """What is missing or partial, one line each."""
         out = [f"`{s}` (seed {seed}): failed ({what})" for s, seed, what in self.failed]
-        out += [f"`{s}` (seed {seed}): partial, {n} of {total} result rows" for s, seed, n, total in self.partial
-                if (s, seed) not in {(f, fs) for f, fs, _ in self.failed}]
+        out += [f"`{s}` (seed {seed}): partial, {n} of {total} result rows" for s, seed, n, total in self.partial]
         out += [f"`{s}` (seed {seed}): not started" for s, seed in self.missing]
         return out
 
@@ -136,14 +135,14 @@ def progress(meta: dict, results: pd.DataFrame) -> Progress:
         if rec and rec.get("failure", {}).get("kind") == "cannot run":
             cannot_run.append((name, seed, rec["failure"]["reason"]))
             continue
-        if rec and rec.get("failure"):
+        if rec and rec.get("failure"):  # listed once, as failed, whatever rows it left
             f = rec["failure"]
             failed.append((name, seed, f["kind"] + (f" during {f['during']}" if f.get("during") else "")))
-        if rec and not rec.get("failure") and (name not in expected or n == expected[name]):
+        elif rec and (name not in expected or n == expected[name]):
             complete.append((name, seed))
         elif n:
             partial.append((name, seed, n, expected.get(name, 0)))
-        elif not (rec and rec.get("failure")):
+        else:
             missing.append((name, seed))
     return Progress(meta.get("status", "unknown"), len(grid) - len(cannot_run), complete, partial, failed, missing,
                     cannot_run)
