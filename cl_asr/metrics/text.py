@@ -3,8 +3,10 @@
 Whisper's own normalisers (from transformers): the English one for English (numbers, contractions, spelling
 variants it knows), the basic one elsewhere with diacritics KEPT (an Irish fada or an Esperanto circumflex is
 part of the spelling a model must learn). Chinese is converted to Simplified script with OpenCC before
-scoring (Whisper writes Traditional characters as often as not). Errors are pooled over the corpus: sum of
-edits / sum of reference tokens, never a mean of per-utterance rates (docs/metrics.md).
+scoring (Whisper writes Traditional characters as often as not). Russian folds ё to е after the normaliser
+(`FOLDS`). Errors are pooled over the corpus: sum of edits / sum of reference tokens, never a mean of
+per-utterance rates (docs/metrics.md). `normalisation_notes(languages)` says what was applied to each language
+(scenario.settings["normalisation"], for the report).
 
 Metrics (`score`):
 - wer, cer: word and character error rate.
@@ -32,6 +34,12 @@ import jiwer
 METRICS = {"wer": (False, "word"), "cer": (False, "character"), "mer": (False, "mixed token"),
            "eer": (False, "entity")}
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# Language-specific folds applied after Whisper's normaliser, to references and hypotheses alike; a language not
+# named here is untouched (its scores are what they were before folds existed).
+# ru: ё is optional in Russian print: the festvox-ru transcripts write it (344 times), Whisper mostly writes е.
+# Numbers: the festvox-ru transcripts hold no digits (numbers are spelled out), so nothing converts numbers for
+# Russian; a hypothesis that writes a number in digits counts it as an error.
+FOLDS: dict[str, tuple[tuple[str, str], ...]] = {"ru": (("ё", "е"), ("Ё", "Е"))}
 
 
 def metric_unit(metric: str) -> str:
@@ -64,7 +72,32 @@ def normalize(text: str, language: str) -> str:
     out = _normalizer(langs[0] if len(langs) == 1 else "mixed")(text).strip()
     if "zh" in langs or _CJK.search(out):
         out = _to_simplified().convert(out)
+    for lang in langs:
+        for a, b in FOLDS.get(lang, ()):
+            out = out.replace(a, b)
     return out
+
+
+def normalisation_notes(languages) -> list[str]:
+    """What `normalize` does to references and hypotheses of each of `languages` (set languages, e.g. "en",
+    "zh-en"), one line per distinct treatment with the languages it applies to, in first-seen order, e.g.
+    "ru: Whisper's basic normaliser (lower case, punctuation and symbols removed, diacritics kept), then ё folded
+    to е". Recorded as scenario.settings["normalisation"] (run.json), for the report to state."""
+    groups: dict[str, list[str]] = {}
+    for language in dict.fromkeys(languages):
+        langs = languages_of(language)
+        if len(langs) == 1 and langs[0] == "en":
+            what = ("Whisper's English normaliser (lower case, punctuation removed, numbers, contractions and "
+                    "spellings standardised)")
+        else:
+            what = "Whisper's basic normaliser (lower case, punctuation and symbols removed, diacritics kept)"
+        if "zh" in langs:
+            what += ", then Chinese converted to Simplified script (OpenCC t2s)"
+        folds = [f"{a} folded to {b}" for lang in langs for a, b in FOLDS.get(lang, ()) if a.islower()]
+        if folds:
+            what += ", then " + ", ".join(folds)
+        groups.setdefault(what, []).append(language)
+    return [f"{', '.join(langs)}: {what}" for what, langs in groups.items()]
 
 
 def mixed_tokens(text: str) -> list[str]:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..config import ConfigError, from_dict, load_yaml
 from ..registry import UnknownNameError
-from .base import BUILDERS, ProfileConfig, Scenario, ScenarioBuilder, register_builder
+from .base import (
+    BUILDERS, REAL_PRESERVATION, ProfileConfig, Scenario, ScenarioBuilder, parse_real_preservation, register_builder,
+)
 
 from ..resources import SCENARIO_DIR  # noqa: E402  (package data: scenarios/*.yaml)
 
@@ -37,6 +39,8 @@ def scenario_outlines() -> dict[str, dict]:
             builder = load_scenario_builder(str(path))
             desc = " ".join(str(builder.config.description).split())
             out[path.stem] = {"description": desc, **builder.outline()}
+            out[path.stem]["preservation"] = [*out[path.stem]["preservation"],
+                                              *(REAL_PRESERVATION[s].set_name for s in builder.real_preservation)]
         except (ConfigError, ValueError, KeyError) as exc:
             out[path.stem] = {"description": f"(does not load: {exc})"}
     return out
@@ -72,6 +76,9 @@ def load_scenario_builder(ref: str) -> ScenarioBuilder:
         builder_cls = BUILDERS.get(builder_name)
     except UnknownNameError as exc:
         raise UnknownNameError(f"{path}: key 'builder': {exc}") from None
+    # `real_preservation` (base.REAL_PRESERVATION) is a key of every scenario file, whatever its builder: taken out
+    # here, added by ScenarioBuilder.assemble
+    real = parse_real_preservation(data.pop("real_preservation", None), str(path))
     config = from_dict(builder_cls.config_class, data, str(path))
     for key in ("experiences", "base_languages"):  # a set listed twice could not be told apart in the results
         names = [str(getattr(x, "name", x)) for x in getattr(config, key, [])]
@@ -79,7 +86,15 @@ def load_scenario_builder(ref: str) -> ScenarioBuilder:
         if twice:
             raise ConfigError(f"{path}: {key} lists {', '.join(map(repr, twice))} more than once; each set must "
                               "have its own name")
-    return builder_cls(config, str(path))
+    builder = builder_cls(config, str(path), real_preservation=real)
+    if real:
+        outline = builder.outline()
+        taken = {str(x) for x in (*outline["experiences"], *outline["preservation"])}
+        for source in real:
+            if REAL_PRESERVATION[source].set_name in taken:
+                raise ConfigError(f"{path}: real_preservation {source!r} adds the set "
+                                  f"{REAL_PRESERVATION[source].set_name!r}, which the scenario already has")
+    return builder
 
 
 __all__ = [

@@ -3,6 +3,13 @@ of each experience) and the registry of scenario builders.
 
 A scenario is a YAML file in scenarios/ naming a `builder`; a builder is one module in this package that
 registers itself with `@register_builder(name)` and declares its config dataclass.
+
+Real-speech preservation sets (`real_preservation`, a scenario-level key every scenario file may have: a source
+of REAL_PRESERVATION or a list of them) are added here, in `ScenarioBuilder.assemble`, which every builder
+calls: after the builder's own preservation sets, each source's test split (its dev split when the scenario is
+built with evaluate="dev"), `n_real` utterances (default: n_test; n_dev for a dev split) that fit the encoder
+window. A profile may name its own sources (ProfileConfig.real_preservation: the `standard` profile of
+`languages` has festvox_ru), which then replace the scenario file's.
 """
 from __future__ import annotations
 
@@ -34,6 +41,12 @@ class ProfileConfig:
         "help": "dev utterances per experience and preservation set, evaluated instead of the test sets when a "
                 "scenario is built with evaluate='dev' (hyper-parameter tuning: no test set is built); "
                 "default (null): n_test"})
+    n_real: int | None = field(default=None, metadata={
+        "help": "test utterances of each real-speech preservation set (real_preservation), from its test split; "
+                "default (null): n_test. Built with evaluate='dev', its dev split gives n_dev"})
+    real_preservation: list[str] | None = field(default=None, metadata={
+        "help": "real-speech preservation sets of this profile (sources of REAL_PRESERVATION, e.g. [festvox_ru]), "
+                "in place of the scenario file's real_preservation key; default (null): the scenario's"})
     epochs: int = field(default=3, metadata={"help": "training epochs per experience"})
     batch_size: int = field(default=4, metadata={"help": "training mini-batch size"})
     eval_batch_size: int = field(default=16, metadata={"help": "decoding batch size"})
@@ -63,6 +76,10 @@ class ProfileConfig:
     def __post_init__(self):
         if self.n_dev is None:
             self.n_dev = self.n_test
+        if self.n_real is not None and self.n_real < 1:
+            raise ValueError(f"n_real must be at least 1 (or null: n_test), got {self.n_real}")
+        if self.real_preservation is not None:
+            self.real_preservation = list(parse_real_preservation(self.real_preservation, "real_preservation"))
         for name in ("n_train", "n_test", "n_dev", "epochs", "batch_size", "eval_batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -71,6 +88,45 @@ class ProfileConfig:
         for name in ("encoder_cache_mb", "encoder_cache_disk_mb", "cross_attention_cache_mb", "loader_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RealPreservation:
+    """A real-speech set any scenario can evaluate as a preservation set (scenario key `real_preservation`)."""
+
+    set_name: str  # the preservation set's name in results (e.g. "ru_real")
+    language: str  # its language column, also the Whisper token it is decoded with
+    loader: str  # cl_asr.data.corpora.LOADERS key; called with split (test / dev), limit, max_seconds
+    data_source: str  # one line for run.json
+    sentence_group: str | None = None  # the corpus scenario promise group of its splits (corpus.split_promises)
+
+
+REAL_PRESERVATION: dict[str, RealPreservation] = {
+    "festvox_ru": RealPreservation(
+        "ru_real", "ru", "festvox_ru", "festvox-ru (Debian package, BSD-like licence): 620 Russian sentences read by "
+        "one male speaker, 16 kHz; the loader's own split by utterance number (cl_asr/data/corpora/festvox_ru.py)",
+        sentence_group="festvox_ru"),
+}
+
+
+def parse_real_preservation(value, where: str) -> tuple[str, ...]:
+    """The scenario key `real_preservation` (absent, a source name or a list of them) as a tuple of sources of
+    REAL_PRESERVATION; anything else is a ConfigError naming the file."""
+    from ..config import ConfigError
+
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ConfigError(f"{where}: real_preservation expects a source name or a list of them "
+                          f"({', '.join(REAL_PRESERVATION)}), got {value!r}")
+    for x in items:
+        if x not in REAL_PRESERVATION:
+            raise ConfigError(f"{where}: real_preservation: unknown source {x!r}; known: {', '.join(REAL_PRESERVATION)}")
+    twice = sorted({x for x in items if items.count(x) > 1})
+    if twice:
+        raise ConfigError(f"{where}: real_preservation lists {', '.join(map(repr, twice))} more than once")
+    return tuple(items)
 
 
 def check_evaluate(evaluate: str) -> str:
@@ -210,6 +266,32 @@ class Scenario:
     def experience_names(self) -> list[str]:
         return [t.name for (s, _), t in sorted(self.targets.items()) if s == "test"]
 
+    def reordered(self, order: list[str]) -> "Scenario":
+        """The same scenario with its experiences in `order` (cl_asr/orders.py): experience k (train and test
+        set, Target index, set metrics, disjointness promises) is the one named order[k]; the preservation sets
+        and every dataset are the same objects. Methods see an ordinary stream whose indices run 0, 1, ..."""
+        import dataclasses as dc
+
+        from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+
+        names = self.experience_names
+        if list(order) == names:
+            return self
+        perm = [names.index(n) for n in order]  # position k holds old experience perm[k]
+        new_index = {old: k for k, old in enumerate(perm)}
+        streams = {name: [e.dataset for e in stream] for name, stream in self.benchmark.streams.items()}
+        for name in ("train", "test"):
+            streams[name] = [streams[name][old] for old in perm]
+        benchmark = benchmark_from_datasets(**streams)
+
+        def key(k: tuple) -> tuple:
+            return (k[0], new_index[k[1]]) if k[0] in ("train", "test") else k
+
+        targets = {key(k): dc.replace(t, index=key(k)[1]) for k, t in self.targets.items()}
+        disjoint = {what: v if v is True else {key(k): g for k, g in v.items()} for what, v in self.disjoint.items()}
+        return Scenario(self.name, self.metric, benchmark, targets, {**self.settings, "experience_order": list(order)},
+                        {key(k): m for k, m in self.set_metrics.items()}, disjoint)
+
     @property
     def preservation_names(self) -> list[str]:
         return [t.name for (s, _), t in sorted(self.targets.items()) if s == "preservation"]
@@ -239,9 +321,10 @@ class ScenarioBuilder:
 
     config_class: ClassVar[type]
 
-    def __init__(self, config, source: str):
+    def __init__(self, config, source: str, real_preservation: tuple[str, ...] = ()):
         self.config = config
         self.source = source
+        self.real_preservation = tuple(real_preservation)  # the scenario file's key (REAL_PRESERVATION sources)
 
     def profile(self, name: str) -> ProfileConfig:
         profiles = self.config.profiles
@@ -255,9 +338,19 @@ class ScenarioBuilder:
         """The Scenario from its datasets (one per experience / preservation set, in order): an Avalanche
         benchmark with train, test and preservation streams, and the utterance counts added to `settings`.
         `test` / `preservation` are the dev sets where settings["evaluated_split"] is "dev".
-        `disjoint`: what the builder promises its sets keep apart besides recordings (see Scenario.disjoint)."""
+        `disjoint`: what the builder promises its sets keep apart besides recordings (see Scenario.disjoint).
+        The scenario's real-speech preservation sets (`real_preservation`) are appended to `preservation` here;
+        settings["normalisation"] says how each language's text is normalised before scoring."""
         from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
         from avalanche.benchmarks.utils import AvalancheDataset
+
+        from ..metrics.text import normalisation_notes
+
+        disjoint = {k: dict(v) if isinstance(v, dict) else v for k, v in (disjoint or {}).items()}
+        if self.real_sources(profile):
+            preservation, targets = list(preservation), dict(targets)
+            self._add_real_preservation(profile, [*train, *test, *preservation], preservation, targets, settings,
+                                        disjoint)
 
         benchmark = benchmark_from_datasets(
             train=[AvalancheDataset([d]) for d in train], test=[AvalancheDataset([d]) for d in test],
@@ -277,8 +370,72 @@ class ScenarioBuilder:
         over = sum(d > profile.encoder_window_seconds for d in durations)
         if over:  # the encoder sees only the window: the end of each of these is cut (the report says so)
             settings["utterances"]["longer_than_window"] = over
+        evaluated = [t.language for (s, _), t in sorted(targets.items(), key=lambda kv: (kv[0][0] != "test", kv[0]))
+                     if s != "train"]
+        settings["normalisation"] = normalisation_notes(evaluated)  # the scorer's, per language (metrics/text.py)
         return Scenario(self.config.name, self.config.metric, benchmark, targets, settings, set_metrics or {},
-                        dict(disjoint or {}))
+                        disjoint)
+
+    def real_sources(self, profile: ProfileConfig) -> tuple[str, ...]:
+        """The real-speech preservation sources of a run: the profile's own if it names them, else the file's."""
+        own = getattr(profile, "real_preservation", None)
+        return tuple(own) if own is not None else tuple(getattr(self, "real_preservation", ()))
+
+    def _add_real_preservation(self, profile: ProfileConfig, sets: list, preservation: list, targets: dict,
+                               settings: dict, disjoint: dict) -> None:
+        """Append each `real_preservation` source's set to `preservation` and `targets` (a Target decoded with the
+        set's own language token), read from its test split (settings["evaluated_split"] "dev": its dev split),
+        profile.n_real utterances (default n_test; dev: n_dev) no longer than the encoder window; record source,
+        split sizes and size in settings["real_preservation"], and non-zero repairs under settings["repairs"].
+        In a scenario whose rows carry a target-speaker `enrolment` embedding, the set gets one too: the d-vector
+        of the source's first training-split utterance (the same speaker, never an evaluated utterance)."""
+        from ..data.corpora import LOADERS
+
+        split = settings.get("evaluated_split", "test")
+        n = (profile.n_real or profile.n_test) if split == "test" else profile.n_dev
+        names = {t.name for t in targets.values()}
+        decoded = {t.language: (t.name, t.decode_language) for t in targets.values()}
+        enrolment = any("enrolment" in d.column_names for d in sets)
+        for source in self.real_sources(profile):
+            real = REAL_PRESERVATION[source]
+            if real.set_name in names:
+                raise ValueError(f"{self.source}: real_preservation {source!r} adds the set {real.set_name!r}, but the "
+                                 f"scenario already has a set of that name")
+            other = decoded.get(real.language)
+            if other and other[1] != real.language:
+                raise ValueError(f"{self.source}: real_preservation {source!r} decodes language {real.language!r} "
+                                 f"as {real.language!r}, but set {other[0]!r} decodes it as {other[1]!r}")
+            loader = LOADERS[real.loader]
+            ds = loader(split=split, limit=n, max_seconds=profile.encoder_window_seconds)
+            counts = {k: v for k, v in getattr(ds, "repairs", {}).items() if v}
+            if counts:
+                settings.setdefault("repairs", {})[f"{real.set_name}/{split}"] = counts
+            settings.setdefault("real_preservation", {})[real.set_name] = {
+                "source": source, "data_source": real.data_source, "root": getattr(ds, "root", None),
+                "split": split, "split_sizes": dict(getattr(ds, "split_sizes", {})), "utterances": len(ds),
+                "language": real.language, "decode_language": real.language}
+            if enrolment:
+                from ..data.speaker import speaker_embedding
+
+                first = loader(split="train", limit=1, max_seconds=None)
+                vector = speaker_embedding(first[0]["audio"]["array"]).tolist()
+                import datasets
+
+                ds = ds.with_format(None).add_column("enrolment", [vector] * len(ds),
+                                                     feature=datasets.List(datasets.Value("float32")))
+                ds = ds.with_format("numpy", columns=["audio", "enrolment"], output_all_columns=True)
+                settings["real_preservation"][real.set_name]["enrolment_from"] = first[0]["id"]
+            index = len(preservation)
+            preservation.append(ds)
+            targets[("preservation", index)] = Target("preservation", index, real.set_name, real.language,
+                                                      real.language)
+            names.add(real.set_name)
+            decoded.setdefault(real.language, (real.set_name, real.language))
+            per_set = settings.get("utterances", {}).get("per_set")
+            if per_set is not None:  # corpus scenarios count every set's size
+                per_set[f"preservation/{real.set_name}"] = len(ds)
+            if isinstance(disjoint.get("sentences"), dict) and real.sentence_group:  # a corpus scenario's groups
+                disjoint["sentences"][("preservation", index)] = real.sentence_group
 
     def outline(self) -> dict:
         """What `list scenarios` shows, from the config alone (no data touched): experiences in order,

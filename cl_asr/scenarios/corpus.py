@@ -54,20 +54,20 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 OFFICIAL_SPLITS = ("train", "dev", "test")
 # Each loader's own name for the corpus' dev split, the default of a set's dev_split (docs/corpora.md). FLEURS'
 # is "dev" in its original layout and "validation" in the hub's parquet conversion: the loader takes either.
-DEV_SPLITS = {"fleurs": "dev", "common_voice": "dev", "mls": "dev", "ascend": "validation"}
+DEV_SPLITS = {"fleurs": "dev", "common_voice": "dev", "mls": "dev", "ascend": "validation", "festvox_ru": "dev"}
 
 
 @dataclass
 class SetSpec:
     name: str
     language: str
-    loader: Literal["fleurs", "common_voice", "mls", "ascend", "librispeech_dir"]
+    loader: Literal["fleurs", "common_voice", "mls", "ascend", "librispeech_dir", "festvox_ru"]
     args: dict[str, Any] = field(default_factory=dict)
     train_split: str | None = field(default="train", metadata={"help": "split the training set comes from"})
     test_split: str = "test"
     dev_split: str | None = field(default=None, metadata={
         "help": "split the dev set comes from, read instead of test_split when the scenario is built with "
-                "evaluate=dev (tuning); default: the corpus' own dev split (fleurs, common_voice, mls: dev; "
+                "evaluate=dev (tuning); default: the corpus' own dev split (fleurs, common_voice, mls, festvox_ru: dev; "
                 "ascend: validation; librispeech_dir: test_split with test replaced by dev, e.g. dev-clean)"})
     decode_language: str = field(default="auto", metadata={"help": "Whisper code, or auto (language ID)"})
     filter: dict[str, str] = field(default_factory=dict, metadata={"help": "keep rows whose column equals this"})
@@ -179,6 +179,8 @@ def split_promises(spec: SetSpec, split: str) -> dict[str, str]:
         return {}
     if spec.loader == "common_voice":
         return {"sentences": f"common_voice/{spec.args.get('locale')}"}
+    if spec.loader == "festvox_ru":  # the loader's own splits hold disjoint sentences (one speaker reads all)
+        return {"sentences": "festvox_ru"}
     if spec.loader == "mls":
         language = str(spec.args.get("language"))
         name = {v: k for k, v in MLS_LANGUAGES.items()}.get(language, language)

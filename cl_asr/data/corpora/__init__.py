@@ -25,7 +25,7 @@ Common behaviour:
   `soundfile`; libsndfile >= 1.1 is needed for MP3 (the wheels of soundfile >= 0.12 ship 1.2).
 
 One module per corpus: fleurs, common_voice, mls, ascend, librispeech (LibriSpeech-format directories, the
-LibriMix sources); common holds what they share (errors, audio decoding, build_dataset).
+LibriMix sources), festvox_ru (Debian's festvox-ru recordings, the `real_preservation` set `ru_real`); common holds what they share (errors, audio decoding, build_dataset).
 Why not lhotse's prepare_* recipes: they read other layouts (FLEURS' metadata/ folder, MLS' metainfo.txt,
 a whole LibriSpeech root; no parquet, no ASCEND), open every audio file before any `limit`, skip missing Common
 Voice clips silently and return lhotse manifests, not these datasets with these ids and errors.
@@ -37,6 +37,7 @@ from typing import Callable
 from .ascend import load_ascend
 from .common import SAMPLE_RATE, CorpusError, Entry, MissingDataError, build_dataset, mp3_supported, read_audio, to_16k
 from .common_voice import load_common_voice
+from .festvox_ru import load_festvox_ru
 from .fleurs import fleurs_language, load_fleurs
 from .librispeech import load_librispeech_dir
 from .mls import load_mls
@@ -48,10 +49,11 @@ LOADERS: dict[str, Callable] = {
     "mls": load_mls,
     "ascend": load_ascend,
     "librispeech_dir": load_librispeech_dir,
+    "festvox_ru": load_festvox_ru,
 }
 
 __all__ = [
     "LOADERS", "SAMPLE_RATE", "CorpusError", "Entry", "MissingDataError", "build_dataset", "fleurs_language",
-    "load_ascend", "load_common_voice", "load_fleurs", "load_librispeech_dir", "load_mls", "mp3_supported",
+    "load_ascend", "load_common_voice", "load_festvox_ru", "load_fleurs", "load_librispeech_dir", "load_mls", "mp3_supported",
     "read_audio", "to_16k",
 ]
