@@ -71,7 +71,7 @@ def test_languages_scenario_profiles_and_unknown_profile():
     assert cfg.base_languages == ["en", "de", "es"] and cfg.experiences == ["eo", "ia", "ga"]
     assert builder.profile("micro").backbone == "tiny:random"
     assert builder.profile("quick").backbone == "offline:whisper-base"
-    with pytest.raises(ValueError, match="no profile 'huge'; it has: micro, quick, full"):
+    with pytest.raises(ValueError, match="no profile 'huge'; it has: micro, quick, standard, full"):
         builder.profile("huge")
 
 

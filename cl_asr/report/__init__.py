@@ -19,7 +19,8 @@ from . import plots
 from .claims import check_claims, load_claims
 from .load import Progress, Run, check_comparable, load_run, progress, run_labels
 from .render import Block, to_html, to_markdown
-from .stats import N_REPLICATES, Bootstrap, NoUtteranceCounts, PointEstimates
+from .stats import MDD_FACTOR, N_REPLICATES, RESOLUTION, Bootstrap, NoUtteranceCounts, PointEstimates
+from ..orders import split as split_order
 from .tables import joint_reference, row_label, summary
 
 ARROW = {True: "↑", False: "↓"}
@@ -31,8 +32,12 @@ UNCERTAINTY = (
     "test set's utterances with replacement (the same draw for every strategy and run, so comparisons are paired) "
     "and, where there are several seeds, each strategy's seeds; error rates are re-pooled and every measure "
     "recomputed. `± x` is the standard deviation over seeds. A difference marked (n.s.) has an interval that "
-    "includes 0: not significant at the 5% level. Test sets are small in the quick profiles, so intervals are "
-    "wide; read differences inside them as ties."
+    "includes 0: not significant at the 5% level. **MDD** (minimum detectable difference) = (z₀.₉₇₅ + z₀.₈₀) × SE "
+    f"= {MDD_FACTOR:.2f} × SE, where SE is the standard deviation of the bootstrap replicates of the paired "
+    "difference: the smallest true difference that this test-set size (and these seeds) would find significant at "
+    "5% (two-sided) with 80% power. An n.s. difference is not shown to be a tie: true differences up to about its "
+    "MDD would often come out n.s. at this test-set size. `±h` is an interval's half-width. Test sets are small in "
+    "the quick profiles, so intervals are wide and MDDs large."
 )
 WORST_PER_SYSTEM = 3
 
@@ -94,6 +99,11 @@ def _facts(meta: dict) -> str:
         f"- **Decode language** (the language token, identical for every strategy): {decode_txt or 'n/a'}",
         f"- **Metric**: {meta['metric'].upper()} (Whisper normaliser, pooled over utterances); "
         f"greedy decoding capped at {prof['max_new_tokens']} new tokens",
+        # what scoring did to references and hypotheses, per language (cl_asr/metrics/text.py normalisation_notes)
+        *([f"- **Normalisation** (references and hypotheses alike): {'; '.join(settings['normalisation'])}"]
+          if settings.get("normalisation") else []),
+        *[f"- **Real speech** `{name}`: {r.get('data_source', '?')}; {r.get('utterances', '?')} utterances of its "
+          f"{r.get('split', '?')} split" for name, r in (settings.get("real_preservation") or {}).items()],
         f"- **Device**: {device}; git commit `{(git.get('commit') or 'unknown')[:12]}`"
         f"{' (uncommitted changes)' if git.get('dirty') else ''}; started {meta.get('started', '?')}",
         *_lock_line(meta.get("environment_lock")),
@@ -225,17 +235,34 @@ class _Scenario:
             if ref is not None:
                 joint_for.update({run.system(s): run.system(ref) for s in strategies})
         others = tuple(m for m in dict.fromkeys(self.results.metric) if m != self.metric)
+        # rows trained in another order of the experiences (--orders): system -> its order
+        self.orders = {run.system(s): list(o) for run in runs
+                       for s, o in run.meta.get("config", {}).get("orders", {}).items()}
         try:
-            self.stats = Bootstrap(preds, self.metric, self.experiences, self.preservation, joint, joint_for, others)
+            self.stats = Bootstrap(preds, self.metric, self.experiences, self.preservation, joint, joint_for, others,
+                                   orders=self.orders)
             self.intervals_note = ""
         except NoUtteranceCounts as exc:
             self.stats = PointEstimates(self.table, self.results, self.metric)
-            self.intervals_note = f"No intervals or significance tests in this report: {exc}."
+            self.intervals_note = (f"No intervals, significance tests or minimum detectable differences (MDD) in "
+                                   f"this report: {exc}.")
         order = sorted(self.systems, key=lambda s: self.stats.estimate(s, "avg_error").point)
         self.systems = order
 
     def est(self, system: str, measure: str):
         return self.stats.estimate(system, measure)
+
+    def order_of(self, system: str) -> list[str]:
+        """The experiences in the order `system` learned them (cl_asr/orders.py)."""
+        return self.orders.get(system, self.experiences)
+
+    def order_groups(self) -> dict[str, list[str]]:
+        """Strategy (with its run) -> its rows in two or more stream orders, the scenario's order first."""
+        groups: dict[str, list[str]] = {}
+        for s in self.systems:
+            groups.setdefault(split_order(s)[0], []).append(s)
+        return {g: sorted(members, key=lambda m: m in self.orders) for g, members in groups.items()
+                if len(members) > 1 and any(m in self.orders for m in members)}
 
 
 def _summary_blocks(sc: _Scenario) -> list[Block]:
@@ -248,6 +275,8 @@ def _summary_blocks(sc: _Scenario) -> list[Block]:
         diff = sc.stats.compare(s, best, "avg_error") if s != best else None
         row["vs best ↓"] = "best" if s == best else (diff.text() if diff else
                                                      f"{sc.est(s, 'avg_error').point - sc.est(best, 'avg_error').point:+.3f}")
+        if not isinstance(sc.stats, PointEstimates):
+            row["MDD vs best"] = "–" if s == best else diff.mdd_text()
         row["learned_error ↓"] = sc.est(s, "learned_error").text()
         row["base_error ↓"] = sc.est(s, "base_error").text()
         row["stored / experience ↓"] = _fmt_bytes(_stored_bytes(sc, s))
@@ -263,7 +292,8 @@ def _summary_blocks(sc: _Scenario) -> list[Block]:
               Block("p", "Strategies from lowest to highest final average error. `vs best`: "
                          + (f"the difference from {best} (no interval: see above)."
                             if isinstance(sc.stats, PointEstimates) else
-                            f"the paired difference from {best} (interval; n.s. = not significant).")
+                            f"the paired difference from {best} (interval; n.s. = not significant); `MDD vs best`: "
+                            "its minimum detectable difference (see above).")
                          + " `stored / experience`: the largest checkpoint the strategy wrote after an experience "
                            "(what it must keep to go on: its trained parameters; the whole model for full "
                            "fine-tuning)."),
@@ -285,21 +315,34 @@ def _ranking_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: Path) -> l
     n = len(sc.systems)
     diff = pd.DataFrame(np.nan, index=sc.systems, columns=sc.systems)
     sig = pd.DataFrame(True, index=sc.systems, columns=sc.systems)
+    mdds = {}  # every pair's minimum detectable difference (the same for a - b and b - a)
     for a in sc.systems:
         for b in sc.systems:
             if a != b:
                 d = sc.stats.compare(a, b, "avg_error")
                 diff.loc[a, b], sig.loc[a, b] = d.point, d.significant
+                if not np.isnan(d.mdd):
+                    mdds.setdefault(tuple(sorted((a, b))), d.mdd)
     path = plots.pairwise_heatmap(diff, sig, "avg_error", plot_dir / f"{prefix}pairwise_avg_error.png")
     steps = []
     for better, worse in zip(sc.systems, sc.systems[1:]):
         d = sc.stats.compare(worse, better, "avg_error")
         steps.append({"strategy": worse, "next better": better, "difference in avg_error": d.text(),
-                      "p": f"{d.p:.3f}", "significant": "yes" if d.significant else "no"})
+                      "p": f"{d.p:.3f}", "significant": "yes" if d.significant else "no", "MDD": d.mdd_text(),
+                      "interval ±": "–" if np.isnan(d.half_width) else f"±{d.half_width:.3f}"})
+    spread = ""
+    if mdds:
+        order = sorted(mdds.items(), key=lambda kv: kv[1])
+        (lo_pair, lo), (hi_pair, hi) = order[0], order[-1]
+        spread = (f" Over the {len(mdds)} pairs the minimum detectable difference in final average error ranges "
+                  f"from {lo:.3f} ({' vs '.join(lo_pair)}) to {hi:.3f} ({' vs '.join(hi_pair)}), median "
+                  f"{float(np.median(list(mdds.values()))):.3f}: a true difference smaller than a pair's MDD is "
+                  "likely to come out n.s. here.")
     return [Block("h2", "Is the ranking real? Paired differences"),
             Block("p", f"Every pair of the {n} strategies: row minus column in final average error, from the paired "
                        "bootstrap; grey cells marked n.s. are not significant. The table walks down the ranking: "
-                       "is each strategy significantly worse than the one above it?"),
+                       "is each strategy significantly worse than the one above it? `MDD`: the pair's minimum "
+                       "detectable difference; `interval ±`: the 95% interval's half-width." + spread),
             Block("img", path.relative_to(base).as_posix(), "paired differences"),
             Block("table", pd.DataFrame(steps))]
 
@@ -347,9 +390,12 @@ def _curve_and_matrix_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: P
                 if not np.isnan(e.point):
                     cells.append({"system": s, "set": name, "step": step, "point": e.point, "low": e.low,
                                   "high": e.high})
-    curves = plots.error_curves(pd.DataFrame(cells), sc.experiences, sc.metric, plot_dir / f"{prefix}curves.png")
+    in_order = [c for c in cells if c["system"] not in sc.orders]  # x is the scenario's order of experiences
+    curves = plots.error_curves(pd.DataFrame(in_order), sc.experiences, sc.metric, plot_dir / f"{prefix}curves.png")
     blocks = [Block("h2", "Error over the course of training"),
-              Block("p", "Each panel is one set; x: what the model has been trained through."),
+              Block("p", "Each panel is one set; x: what the model has been trained through."
+                    + (" Rows trained in another order of the experiences (`strategy@order`) are not drawn here "
+                       "(their x would be another order): see their error matrices." if sc.orders else "")),
               Block("img", curves.relative_to(base).as_posix(), "error of each set over training"),
               Block("h2", "Error matrices"),
               Block("p", "Row: what the model has been trained through; column: the set evaluated (mean over seeds, "
@@ -357,14 +403,16 @@ def _curve_and_matrix_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: P
     for s in sc.systems:
         points = pd.DataFrame({name: [sc.stats.cell(s, step, name).point for step in steps] for name in sets},
                               index=steps)
-        new, pres = points[sc.experiences], points[sc.preservation]
+        order = sc.order_of(s)  # columns and rows in the order this row learned the experiences
+        new, pres = points[order], points[sc.preservation]
         n_seeds = sc.est(s, "avg_error").n_seeds
         title = f"{s} (mean over {n_seeds} seeds)" if n_seeds > 1 else s
         safe = file_component(s.replace("/", "__"))  # a variant's name is no file name as it is
-        path = plots.matrix_heatmap(new, pres, sc.experiences, title, sc.metric, plot_dir / f"{prefix}matrix_{safe}.png")
+        path = plots.matrix_heatmap(new, pres, order, title, sc.metric, plot_dir / f"{prefix}matrix_{safe}.png")
         table = pd.DataFrame({(name + (" (base)" if name in sc.preservation else "")):
-                              [sc.stats.cell(s, step, name).text() for step in steps] for name in sets})
-        table.insert(0, "trained through", [row_label(i, sc.experiences) for i in steps])
+                              [sc.stats.cell(s, step, name).text() for step in steps]
+                              for name in order + sc.preservation})
+        table.insert(0, "trained through", [row_label(i, order) for i in steps])
         table = table[[c for c in table.columns if c == "trained through" or table[c].ne("–").any()]]
         blocks += [Block("h3", s), Block("table", table),
                    Block("img", path.relative_to(base).as_posix(), f"error matrix {s}")]
@@ -455,13 +503,19 @@ def _claims_blocks(sc: _Scenario) -> list[Block]:
 
         for v in check_claims(table, claims, compare):
             rows.append({**({"run": name} if len(sc.runs) > 1 else {}), "claim": v.text, "verdict": v.verdict,
-                         "significance": v.significance, "figures": v.figures, "source": v.source})
+                         "decision": v.decision, "significance": v.significance,
+                         "MDD": "" if np.isnan(v.mdd) else f"{v.mdd:.3f}", "figures": v.figures, "source": v.source})
     n_seeds = max(len(sc.stats.seeds[s]) for s in sc.systems)
     return [Block("h2", "The papers' claims on this run" if len(sc.runs) == 1 else "The papers' claims, run by run"),
             Block("p", f"Each claim from `baselines/references.yaml` checked against this run's summary (mean over "
-                       f"{n_seeds} seed{'s' if n_seeds > 1 else ''}). A claim is held when the direction is right; "
-                       "`significance` says whether the paired bootstrap difference excludes 0 (a held claim that is "
-                       "not significant is a tie on this data)."),
+                       f"{n_seeds} seed{'s' if n_seeds > 1 else ''}). `verdict`: held when the direction of the means "
+                       "is right. `decision` reads it with the paired bootstrap test of the difference behind it: "
+                       "held (significant), not held (significant), or, when the difference is not significant, "
+                       f"**not decided at this test-set size**, with the comparison's MDD and whether its 95% "
+                       f"interval is narrower than ±{RESOLUTION:g}; claims about exact equalities are decided exactly. "
+                       + ("This run has no per-utterance counts, so no claim has a test or an MDD."
+                          if isinstance(sc.stats, PointEstimates) else
+                          "`MDD`: the minimum detectable difference of that comparison (see above).")),
             Block("table", pd.DataFrame(rows))]
 
 
@@ -506,12 +560,14 @@ def _across_runs_blocks(sc: _Scenario) -> list[Block]:
             for m in ("avg_error", "base_error_delta", "forgetting"):
                 d = sc.stats.compare(a, b, m)
                 row[f"Δ {m} {ARROW[BETTER[m]]}"] = d.text() if not np.isnan(d.point) else "–"
+                if m == "avg_error":
+                    row["MDD Δ avg_error"] = d.mdd_text()
             rows.append(row)
     if not rows:
         return []
     return [Block("h2", "The same strategy across runs"),
             Block("p", f"Each strategy in a later run minus the same strategy in {first.label}, paired on the same "
-                       "test utterances (95% interval; n.s. = not significant)."),
+                       "test utterances (95% interval; n.s. = not significant; MDD = minimum detectable difference)."),
             Block("table", pd.DataFrame(rows))]
 
 
@@ -520,6 +576,7 @@ def _scenario_blocks(sc: _Scenario, plot_dir: Path, base: Path, prefix: str, hea
     if sc.intervals_note:
         blocks.append(Block("p", f"**{sc.intervals_note}**"))
     blocks += _summary_blocks(sc)
+    blocks += _order_blocks(sc)
     blocks += _ranking_blocks(sc, plot_dir, prefix, base)
     blocks += _across_runs_blocks(sc)
     blocks += _final_blocks(sc, plot_dir, prefix, base)
@@ -529,6 +586,54 @@ def _scenario_blocks(sc: _Scenario, plot_dir: Path, base: Path, prefix: str, hea
     blocks += _transfer_and_cost_blocks(sc, plot_dir, prefix, base)
     blocks += _worst_blocks(sc)
     return blocks
+
+
+ORDER_MEASURES = ("avg_error", "learned_error", "forgetting", "bwt", "fwt", "base_error_delta")
+
+
+def _order_rows(sc: _Scenario) -> list[dict]:
+    """summary_orders.csv: per strategy run in several orders and per measure, the mean over orders, the
+    standard deviation, minimum and maximum over orders, and the 95% interval of the mean (paired bootstrap)."""
+    out = []
+    for group, members in sc.order_groups().items():
+        for m in ORDER_MEASURES:
+            points = [sc.est(s, m).point for s in members]
+            if all(np.isnan(points)):
+                continue
+            e = sc.stats.over_orders(members, m) if hasattr(sc.stats, "over_orders") else None
+            out.append({"scenario": sc.name, "strategy": group, "measure": m, "n_orders": len(members),
+                        "mean_over_orders": float(np.mean(points)),
+                        "std_over_orders": float(np.std(points, ddof=1)), "min": float(np.min(points)),
+                        "max": float(np.max(points)), "ci_low": e.low if e else float("nan"),
+                        "ci_high": e.high if e else float("nan"),
+                        "orders": "; ".join(">".join(sc.order_of(s)) for s in members)})
+    return out
+
+
+def _order_blocks(sc: _Scenario) -> list[Block]:
+    """The order study: each measure averaged over the stream orders a strategy ran in, with its spread."""
+    rows = _order_rows(sc)
+    if not rows:
+        return []
+    table = []
+    for group in dict.fromkeys(r["strategy"] for r in rows):
+        row = {"strategy": group}
+        for r in (r for r in rows if r["strategy"] == group):
+            row["orders"] = r["n_orders"]
+            interval = (f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if not np.isnan(r["ci_low"]) else "")
+            row[f"{r['measure']} {ARROW[BETTER[r['measure']]]}"] = (
+                f"{r['mean_over_orders']:.3f} ± {r['std_over_orders']:.3f}{interval} "
+                f"(range {r['min']:.3f} to {r['max']:.3f})")
+        table.append(row)
+    orders = {r["strategy"]: r["orders"] for r in rows}
+    return [Block("h2", "Stream orders"),
+            Block("p", "Each strategy below was trained on the experiences in several orders (`--orders`; its row "
+                       "in another order is named `strategy@first>second>...`, and keeps its own error matrix "
+                       "below, rows and columns in its order). Each measure: mean over orders ± standard deviation "
+                       "over orders [95% bootstrap interval of the mean over orders] (range: the best and worst "
+                       "order). The spread says how much a single-order figure depends on the order chosen."),
+            Block("table", pd.DataFrame(table)),
+            Block("p", "Orders: " + "; ".join(f"{g}: {o}" for g, o in orders.items()))]
 
 
 def _interval_rows(sc: _Scenario) -> list[dict]:
@@ -561,6 +666,9 @@ def _write(scenarios: list[_Scenario], out: Path, title: str, intro: list[Block]
     write_text_atomic(out / "summary.csv", table.to_csv(index=False))
     write_text_atomic(out / "summary_intervals.csv",
                       pd.DataFrame([r for sc in scenarios for r in _interval_rows(sc)]).to_csv(index=False))
+    over_orders = [r for sc in scenarios for r in _order_rows(sc)]
+    if over_orders:  # a run with --orders: each measure averaged over orders, with its spread
+        write_text_atomic(out / "summary_orders.csv", pd.DataFrame(over_orders).to_csv(index=False))
     write_text_atomic(out / "report.md", to_markdown(blocks))
     write_text_atomic(out / "report.html", to_html(blocks, out, title))
     return out / "report.md"

@@ -10,16 +10,27 @@ point estimates equal the summary table's means over seeds.
 - 95% interval: 2.5th and 97.5th percentiles of the replicates.
 - Paired comparison of A and B: the replicates of A - B; significant at 5% when the interval excludes 0;
   p = twice the smaller share of replicates on either side of 0.
+- Minimum detectable difference of a comparison (MDD, docs/metrics.md): (z_0.975 + z_0.80) x SE = 2.80 x SE,
+  SE = the standard deviation of the bootstrap replicates of A - B (replicate 0, the observed data, left out):
+  under a normal approximation, the smallest true difference this test-set size (and these seeds) finds
+  significant at 5% two-sided with 80% power. A property of the design, not of the observed difference.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 from ..metrics.continual import continual_metrics_batch, joint_metrics_batch
 
 N_REPLICATES = 2000
+# MDD = MDD_FACTOR x SE: z of a 5% two-sided test plus z of 80% power (1.960 + 0.842 = 2.802)
+ALPHA, POWER = 0.05, 0.80
+MDD_FACTOR = NormalDist().inv_cdf(1 - ALPHA / 2) + NormalDist().inv_cdf(POWER)
+# The difference in final average error a comparison should resolve (the `standard` profile is sized for it,
+# tools/size_test_sets.py): the report says whether each claim's interval is narrower than +-RESOLUTION.
+RESOLUTION = 0.03
 MEASURES = ("avg_error", "learned_error", "bwt", "forgetting", "fwt", "base_error", "base_error_delta",
             "intransigence")
 
@@ -81,10 +92,29 @@ class Difference:
     low: float
     high: float
     p: float
+    se: float = float("nan")  # standard deviation of the bootstrap replicates of a - b
 
     @property
     def significant(self) -> bool:
         return bool(self.low > 0 or self.high < 0)
+
+    @property
+    def mdd(self) -> float:
+        """Minimum detectable difference: MDD_FACTOR x se, the smallest true difference this test would find
+        significant (5%, two-sided) with 80% power. NaN without replicates."""
+        return MDD_FACTOR * self.se
+
+    @property
+    def half_width(self) -> float:
+        """Half the 95% interval's width, (high - low) / 2 (the interval need not be symmetric about the point)."""
+        return (self.high - self.low) / 2
+
+    def narrower_than(self, resolution: float = RESOLUTION) -> bool:
+        """Whether the 95% interval is narrower than +-resolution (half-width below it)."""
+        return bool(self.half_width < resolution)
+
+    def mdd_text(self, digits: int = 3) -> str:
+        return "–" if np.isnan(self.mdd) else f"{self.mdd:.{digits}f}"
 
     def text(self, digits: int = 3) -> str:
         mark = "" if self.significant else " (n.s.)"
@@ -113,8 +143,10 @@ class Bootstrap:
 
     def __init__(self, predictions: list[dict], metric: str, experiences: list[str], preservation: list[str],
                  joint_systems: set[str] = frozenset(), joint_for: dict[str, str] | None = None,
-                 other_metrics: tuple[str, ...] = (), n_replicates: int = N_REPLICATES, seed: int = 0):
+                 other_metrics: tuple[str, ...] = (), n_replicates: int = N_REPLICATES, seed: int = 0,
+                 orders: dict[str, list[str]] | None = None):
         self.metric, self.experiences, self.preservation = metric, list(experiences), list(preservation)
+        self.orders = dict(orders or {})  # system -> its experience order, where not `experiences` (--orders)
         self.joint_systems, self.joint_for = set(joint_systems), dict(joint_for or {})
         self.n = n_replicates
         rng = np.random.default_rng(seed)
@@ -184,8 +216,12 @@ class Bootstrap:
                  for step in range(-1, len(self.experiences))]
         return np.asarray(cells, dtype=float).transpose(2, 0, 1)
 
+    def order_of(self, system: str) -> list[str]:
+        """The experiences in the order `system` learned them: its matrix's columns, its rows' steps."""
+        return list(self.orders.get(system, self.experiences))
+
     def _measures_of(self, system: str, seed: int) -> dict[str, np.ndarray]:
-        new = self._matrix(self.metric, system, seed, self.experiences)
+        new = self._matrix(self.metric, system, seed, self.order_of(system))
         base = self._matrix(self.metric, system, seed, self.preservation)
         if system in self.joint_systems:
             out = joint_metrics_batch(new, base)
@@ -194,7 +230,7 @@ class Bootstrap:
             final = None
             if joint in self.seeds:
                 ref_seed = seed if seed in self.seeds[joint] else self.seeds[joint][0]
-                final = self._matrix(self.metric, joint, ref_seed, self.experiences)[:, -1, :]
+                final = self._matrix(self.metric, joint, ref_seed, self.order_of(system))[:, -1, :]
             out = continual_metrics_batch(new, base, final)
         out["base_error"] = base[:, -1, :].mean(-1) if base.shape[-1] else np.full(self.n + 1, np.nan)
         for m in self.other_metrics:
@@ -214,6 +250,11 @@ class Bootstrap:
             self._cache[key] = self._over_seeds(
                 system, [self._measures[(system, s)][measure] for s in self.seeds[system]])
         return self._cache[key]
+
+    def per_seed_replicates(self, system: str, measure: str) -> np.ndarray:
+        """[seeds, 1 + n]: each seed's measure over the utterance draws alone (no seed draw; column 0 observed),
+        for separating what more utterances and what more seeds would shrink (tools/size_test_sets.py)."""
+        return np.stack([self._measures[(system, s)][measure] for s in self.seeds[system]])
 
     def cell_replicates(self, system: str, step: int, name: str, metric: str | None = None) -> np.ndarray:
         key = ("cell", system, step, name, metric or self.metric)
@@ -235,6 +276,13 @@ class Bootstrap:
         per_seed = [float(self._measures[(system, s)][measure][0]) for s in self.seeds[system]]
         return self._estimate(self.replicates(system, measure), per_seed)
 
+    def over_orders(self, systems: list[str], measure: str) -> Estimate:
+        """A measure averaged over the rows of one strategy in several stream orders (--orders): the point is
+        the mean over orders, `std` the standard deviation over orders (their spread), the interval that of the
+        mean over the same utterance draws (and seed draws) of every order."""
+        reps = np.mean([self.replicates(s, measure) for s in systems], axis=0)
+        return self._estimate(reps, [self.estimate(s, measure).point for s in systems])
+
     def cell(self, system: str, step: int, name: str, metric: str | None = None) -> Estimate:
         rates = self.rates[metric or self.metric]
         per_seed = [float(rates[(system, s, step, name)][0]) for s in self.seeds[system]
@@ -248,7 +296,8 @@ class Bootstrap:
             return Difference(a, b, measure, float(d[0]), np.nan, np.nan, np.nan)
         low, high = np.percentile(rest, [2.5, 97.5])
         p = min(1.0, 2 * min(np.mean(rest <= 0), np.mean(rest >= 0)))
-        return Difference(a, b, measure, float(d[0]), float(low), float(high), float(p))
+        se = float(np.std(rest, ddof=1)) if len(rest) > 1 else np.nan
+        return Difference(a, b, measure, float(d[0]), float(low), float(high), float(p), se)
 
     @property
     def systems(self) -> list[str]:

@@ -24,12 +24,20 @@ def row_label(step: int, experiences: list[str]) -> str:
     return "before training" if step < 0 else f"after {experiences[step]}"
 
 
+def experience_order(meta: dict, strategy: str) -> list[str]:
+    """The experiences in the order `strategy` (a row name) learned them: its own with --orders (run.json
+    config.orders, cl_asr/orders.py), else the scenario's."""
+    return list(meta.get("config", {}).get("orders", {}).get(strategy, meta["experiences"]))
+
+
 def matrices(meta: dict, results: pd.DataFrame, metric: str) -> dict[tuple[str, int], tuple[pd.DataFrame, pd.DataFrame]]:
-    """(strategy, seed) -> (experience matrix, preservation matrix) for `metric`."""
-    exps, base = meta["experiences"], meta["preservation"]
+    """(strategy, seed) -> (experience matrix, preservation matrix) for `metric`; the experience matrix's
+    columns in the order the strategy learned them (row k: after its k-th experience)."""
+    base = meta["preservation"]
     out = {}
     sel = results[results.metric == metric]
     for (strategy, seed), g in sel.groupby(["strategy", "seed"], sort=False):
+        exps = experience_order(meta, strategy)
         out[(strategy, int(seed))] = (error_matrix(g, exps, len(exps)), error_matrix(g, base, len(exps)))
     return out
 
@@ -54,7 +62,7 @@ def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
     mats = matrices(meta, results, metric)
     done = {k for k, (new, base) in mats.items() if _complete(new, base, bool(costs.get(k, {}).get("joint")))}
     ref_name = joint_reference(runs, {s for s, _ in done})
-    ref_final = {seed: mats[(s, seed)][0].to_numpy()[-1] for s, seed in done if s == ref_name}
+    ref_final = {seed: mats[(s, seed)][0].iloc[-1] for s, seed in done if s == ref_name}  # by set name
     records = []
     for (strategy, seed), (new, base) in mats.items():
         cost = costs.get((strategy, seed), {})
@@ -65,7 +73,8 @@ def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
             cm = joint_metrics(new.to_numpy(), b)
         else:  # the joint reference of the same seed where there is one, else its first seed (as stats.py)
             ref = ref_final.get(seed, ref_final[min(ref_final)] if ref_final else None)
-            cm = continual_metrics(new.to_numpy(), b, ref)
+            # the joint model's final error on each set, in the order this strategy learned them (--orders)
+            cm = continual_metrics(new.to_numpy(), b, None if ref is None else ref.reindex(new.columns).to_numpy())
         sel = results[(results.strategy == strategy) & (results.seed == seed) & (results.metric == metric)
                       & (results.stream == "test") & (results.trained_through == results.trained_through.max())]
         routing = cost.get("eval_routing")

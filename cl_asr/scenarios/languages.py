@@ -12,6 +12,13 @@ sets, and no test set is synthesised): per language, the LAST `n_dev` sentences 
 profile whose n_train + n_dev exceed the pool is refused, so they are never training sentences, and the
 training sentences stay the pool's first n_train), spoken by the test voices, since dev results should
 predict test conditions (voices never trained on). The full profile trains on the whole train pool: no dev.
+
+Test pool: `test_pool` sentences of each language's bank (the first of its fixed shuffle,
+text_bank.split_sentences) are reserved for testing, the rest is the train pool. A profile may reserve more (its
+own `test_pool`, the `standard` profile's 120, for test sets that resolve small differences), never fewer: its
+test pool is then a superset of the scenario's (the same shuffle, a longer prefix), so the other profiles'
+sentences are unchanged and none of their test sentences is trained on; its train pool is the rest. `plan()`
+gives every set's sentences without synthesising anything.
 """
 from __future__ import annotations
 
@@ -29,6 +36,21 @@ from .lid_choice import choose_decode_language
 
 
 @dataclass
+class LanguagesProfile(ProfileConfig):
+    """A `languages` profile: ProfileConfig plus the size of its test pool."""
+
+    test_pool: int | None = field(default=None, metadata={
+        "help": "sentences of each language's bank reserved for testing in this profile (the first of the bank's "
+                "fixed shuffle: a superset of the scenario's test_pool, so other profiles' sentences do not "
+                "change); default (null): the scenario's test_pool"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.test_pool is not None and self.test_pool < 1:
+            raise ValueError(f"test_pool must be at least 1 (or null: the scenario's), got {self.test_pool}")
+
+
+@dataclass
 class VoiceConfig:
     variant: str = field(default="", metadata={"help": "espeak-ng voice variant (voices/!v), '' = default"})
     rate: int = field(default=150, metadata={"help": "words per minute"})
@@ -42,7 +64,7 @@ class LanguagesConfig:
     description: str
     base_languages: list[str]
     experiences: list[str]
-    profiles: dict[str, ProfileConfig]
+    profiles: dict[str, LanguagesProfile]
     train_voices: list[VoiceConfig]
     test_voices: list[VoiceConfig]
     metric: Literal["cer", "wer"] = "cer"
@@ -90,26 +112,46 @@ class LanguagesBuilder(ScenarioBuilder):
         )
         return synthesize_corpus(spec, progress=progress)
 
-    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True,
-              evaluate: str = "test") -> Scenario:
+    def test_pool_size(self, profile: ProfileConfig) -> int:
+        """The sentences of each bank reserved for testing under `profile`: its own test_pool, else the scenario's."""
+        return getattr(profile, "test_pool", None) or self.config.test_pool
+
+    def plan(self, profile: ProfileConfig, evaluate: str = "test") -> dict[str, dict[str, list[str]]]:
+        """language -> split ("train" for taught languages; "test", or "dev" with evaluate="dev") -> its sentences,
+        as build() synthesises them; nothing is synthesised here."""
         cfg = self.config
         check_evaluate(evaluate)
-        train, test, preservation = {}, {}, {}
+        pool_size, out = self.test_pool_size(profile), {}
+        if pool_size < cfg.test_pool:  # its train pool would hold other profiles' test sentences
+            raise ValueError(f"{self.source}: a profile's test_pool ({pool_size}) may not be smaller than the "
+                             f"scenario's ({cfg.test_pool}): it would train on the other profiles' test sentences")
         for lang in cfg.experiences + cfg.base_languages:
-            train_pool, test_pool = split_sentences(lang, cfg.test_pool)
+            train_pool, test_pool = split_sentences(lang, pool_size)
             if profile.n_test > len(test_pool) or profile.n_train > len(train_pool):
                 raise ValueError(
                     f"profile asks for {profile.n_train} train / {profile.n_test} test utterances of {lang}; "
-                    f"the bank has {len(train_pool)} / {len(test_pool)}"
+                    f"the bank has {len(train_pool)} / {len(test_pool)} (test pool {pool_size})"
                 )
+            splits = {}
+            if lang in cfg.experiences:
+                splits["train"] = train_pool[: profile.n_train]
             if evaluate == "dev":  # the train pool's end: after the training sentences (of a taught language)
                 used = profile.n_train if lang in cfg.experiences else 0
-                sentences = dev_tail(train_pool, used, profile.n_dev, f"{self.source}: {lang} (train pool)")
-                test_set = self._corpus("dev", lang, sentences, cfg.test_voices, progress)
+                splits["dev"] = dev_tail(train_pool, used, profile.n_dev, f"{self.source}: {lang} (train pool)")
             else:
-                test_set = self._corpus("test", lang, test_pool[: profile.n_test], cfg.test_voices, progress)
+                splits["test"] = test_pool[: profile.n_test]
+            out[lang] = splits
+        return out
+
+    def build(self, profile: ProfileConfig, backbone, feature_extractor, progress: bool = True,
+              evaluate: str = "test") -> Scenario:
+        cfg = self.config
+        plan = self.plan(profile, evaluate)
+        train, test, preservation = {}, {}, {}
+        for lang in cfg.experiences + cfg.base_languages:
+            test_set = self._corpus(evaluate, lang, plan[lang][evaluate], cfg.test_voices, progress)
             if lang in cfg.experiences:
-                train[lang] = self._corpus("train", lang, train_pool[: profile.n_train], cfg.train_voices, progress)
+                train[lang] = self._corpus("train", lang, plan[lang]["train"], cfg.train_voices, progress)
                 test[lang] = test_set
             else:
                 preservation[lang] = test_set
