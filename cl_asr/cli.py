@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", default=None, metavar="0,1,2",
                        help="comma-separated seeds: every strategy runs once per seed; reports give mean ± std "
                        "and bootstrap intervals")
+    run.add_argument("--orders", default=None, metavar="K | ORDER;ORDER",
+                     help="run every strategy in K orders of the experiences (the scenario's, then its rotations, "
+                     "then the other permutations), or in the orders given, e.g. 'eo,ia,ga;ga,ia,eo'; each order is a "
+                     "row of its own, STRATEGY@ga>ia>eo (the scenario's own order keeps the plain name), and the report "
+                     "averages each measure over orders (README 'Stream orders')")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--processes", type=int, default=1, metavar="N",
                      help="run each job in N processes, one per GPU (data parallel through torch.distributed, "
@@ -115,6 +120,13 @@ def _tune_parser(sub) -> None:
     tune.add_argument("--seed", type=int, default=0, help="the seed every trial runs with (default 0)")
     tune.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     tune.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tune.add_argument("--executor", choices=["local", "ray"], default="local",
+                      help="local: trials one after another here (default); ray: Ray Tune runs them, several at once, "
+                      "with the same Optuna sampler and study database")
+    tune.add_argument("--address", default=None, help="ray: an existing cluster to join (default: start one here)")
+    tune.add_argument("--workers", type=int, default=None, help="ray: trials at once (default: as many as fit)")
+    tune.add_argument("--job-cpus", type=float, default=1, help="ray: CPUs per trial (default 1)")
+    tune.add_argument("--job-gpus", type=float, default=0, help="ray: GPUs per trial (default 0)")
     _methods_from(tune)
 
 
@@ -130,7 +142,12 @@ def _tune(args, argv: list[str]) -> int:
         out_dir=args.out or Path("tuning") / f"{scenario_name}-{args.profile}", trials=args.trials,
         params=[p.strip() for p in args.params.split(",") if p.strip()] if args.params else None,
         backbone=args.backbone, seed=args.seed, device=args.device, progress=not args.no_progress, write=args.write,
-        command="python run_suite.py " + " ".join(shlex.quote(a) for a in argv))
+        command="python run_suite.py " + " ".join(shlex.quote(a) for a in argv), executor=args.executor,
+        ray_address=args.address, workers=args.workers, job_cpus=args.job_cpus, job_gpus=args.job_gpus)
+    if args.executor == "local" and (args.address or args.workers is not None):
+        raise ValueError("--address and --workers are for --executor ray")
+    if args.workers is not None and args.workers < 1 or args.job_cpus <= 0 or args.job_gpus < 0:
+        raise ValueError("--workers and --job-cpus must be positive, --job-gpus must not be negative")
     print(f"tuned defaults: {tune(req)}")
     return 0
 
@@ -245,6 +262,7 @@ def _strategies_and_overrides(args) -> tuple[list[str], dict, dict]:
 
 def _run(args, argv: list[str]) -> int:
     from . import distributed
+    from .orders import parse as parse_orders
     from .runner import RunRequest
 
     if args.processes < 1:
@@ -268,6 +286,7 @@ def _run(args, argv: list[str]) -> int:
         scenario=args.scenario, strategies=strategies, profile=args.profile, out_dir=out, backbone=args.backbone,
         seeds=seeds, device=args.device, progress=not args.no_progress, report=not args.no_report,
         command=command.strip(), caches=not args.no_cache, variants=named, profile_overrides=profile_overrides,
+        orders=parse_orders(args.orders) if args.orders is not None else None,
     )
     from dataclasses import replace
 
@@ -276,7 +295,8 @@ def _run(args, argv: list[str]) -> int:
 
     # every name, variant and override checked now, before anything is written; variants spelled canonically
     checked = check_request(req)
-    req = replace(req, strategies=checked.names, profile_overrides=checked.profile_overrides)
+    # with --orders expanded into row names (STRATEGY@ORDER), which carry their orders from here on
+    req = replace(req, strategies=checked.names, profile_overrides=checked.profile_overrides, orders=None)
     from .run_dir import StrategiesFailed
 
     options = None

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from . import orders
 from .log import log
 from .results import read_jsonl
 from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
@@ -151,7 +152,7 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
     for name, seed in todo:
         job_dir = jobs_dir / job_name(name, seed)
         job_req = replace(req, strategies=[name], seeds=[seed], out_dir=job_dir, progress=False, report=False,
-                          variants={k: v for k, v in req.variants.items() if k == name})
+                          variants={k: v for k, v in req.variants.items() if k == orders.split(name)[0]})
         ref = task.options(name=job_name(name, seed), **resources).remote(
             job_req, [str(p) for p in options.methods_from])
         pending[ref] = (name, seed)
@@ -232,6 +233,11 @@ def gather(out: Path, req: RunRequest, grid: list[tuple[str, int]], failures: di
         merged = copy.deepcopy(first)
         merged["config"]["strategies"] = {n: metas[(n, s)]["config"]["strategies"][n] for n, s in metas}
         merged["config"]["seeds"] = sorted({s for _, s in metas})
+        order_of = {n: o for m in metas.values() for n, o in m["config"].get("orders", {}).items()}
+        if order_of:  # each job's row and its experience order (--orders)
+            merged["config"]["orders"] = order_of
+        else:
+            merged["config"].pop("orders", None)
         merged["speed"] = {job_name(*k): m.get("speed") for k, m in metas.items()}
         merged["timings"] = {"total_seconds_this_invocation": round(seconds, 2),
                              "job_seconds": {job_name(*k): m.get("timings") for k, m in metas.items()}}

@@ -229,13 +229,17 @@ class RunDirectory:
                                  f"which differs from the current {strategy_configs[name]}: use another --out directory")
 
     # -- a strategy's rows -----------------------------------------------------------------------------------
-    def resume_rows(self, name: str, seed: int, ckpt: dict | None, rows_per_pass: int, passes: int) -> dict | None:
+    def resume_rows(self, name: str | list[str], seed: int, ckpt: dict | None, rows_per_pass: int,
+                    passes: int) -> dict | None:
         """Make the results files hold exactly the passes a strategy finished before its checkpoint, plus the
         checkpoint's own pass (appended if a crash came before its rows were); drop anything else of it.
-        Returns the checkpoint, or None (start over) when there is none or the files do not match it."""
+        Returns the checkpoint, or None (start over) when there is none or the files do not match it.
+        `name` may list a row and the routing twins whose rows its passes write too (runner.evaluate_as_twin)."""
         rows = read_jsonl(self.results) if self.results.is_file() else []
         preds = read_jsonl(self.predictions) if self.predictions.is_file() else []
-        mine = lambda r: r["strategy"] == name and r["seed"] == seed  # noqa: E731
+        names = [name] if isinstance(name, str) else list(name)
+        rows_per_pass, passes = rows_per_pass * len(names), passes * len(names)
+        mine = lambda r: r["strategy"] in names and r["seed"] == seed  # noqa: E731
         kept_rows = [r for r in rows if not mine(r)]
         kept_preds = [p for p in preds if not mine(p)]
         if ckpt is not None:
@@ -246,7 +250,7 @@ class RunDirectory:
                 kept_rows += old_rows + ckpt["rows"]
                 kept_preds += old_preds + ckpt["preds"]
             else:
-                log(f"{name} (seed {seed}): the results files do not match its checkpoint; starting it over")
+                log(f"{names[0]} (seed {seed}): the results files do not match its checkpoint; starting it over")
                 ckpt = None
         distributed.barrier()  # every process decided from the same files before the main one rewrites them
         if self.writer and kept_rows != rows:

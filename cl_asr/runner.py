@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed, variants
+from . import distributed, orders, variants
 from .backbones import cache_dir, check_backbone_spec, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
 from .checkpoints import load_checkpoint, pristine_names, save_checkpoint, set_rng_state
@@ -63,6 +63,8 @@ class RunRequest:
     # and names of these, {name: {"strategy": base, "config": {key: value}}} (a --variants file)
     variants: dict = dataclasses.field(default_factory=dict)
     profile_overrides: dict = dataclasses.field(default_factory=dict)  # --set key=value: scenario-profile fields
+    # --orders (cl_asr/orders.py): a count or explicit experience orders; each order of a strategy is a row
+    orders: int | list | None = None
 
 
 def release_memory(device: torch.device) -> None:
@@ -160,11 +162,19 @@ class Run:
     memo_context: tuple
     encoder_cache: EncoderCache | None
     build_seconds: float
+    names: list = dataclasses.field(default_factory=list)  # row names: strategies x orders (cl_asr/orders.py)
+    ordered: dict = dataclasses.field(default_factory=dict)  # row name -> its scenario reordered (--orders)
+    twin_of: dict = dataclasses.field(default_factory=dict)  # routing twin -> the row it is evaluated from
+    riders: dict = dataclasses.field(default_factory=dict)  # (row, seed) -> twins evaluated with it this time
     stage: str = ""  # what the strategy running now is doing (setup, training on X, ...): named if it fails
 
     @property
     def main(self) -> bool:
         return self.run_dir.writer
+
+    def scenario_of(self, name: str):
+        """The scenario as row `name` trains on it: in its own experience order (--orders), else as built."""
+        return self.ordered.get(name, self.scenario)
 
     def features_of(self, rows) -> torch.Tensor:
         """Log-mel features of dataset rows (what strategies that look at audio before training are given)."""
@@ -184,13 +194,15 @@ def _run_all(req: RunRequest, run_dir: RunDirectory) -> Path:
     run = prepare(req, run_dir)
     failed = []
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
-        for name in req.strategies:
+        for name in run.names:
+            if any(name in riders for (_, s), riders in run.riders.items() if s == seed):
+                continue  # a routing twin, evaluated (or failed) with the row it shares its training with
             try:
                 run_strategy(run, name, seed)
             except Exception as exc:  # noqa: BLE001 - a strategy fails alone: recorded, the others go on
                 if run.processes:  # every process shares each step: the others would wait for this one forever
                     raise
-                failed.append(record_failure(run, name, seed, exc))
+                failed += [record_failure(run, n, seed, exc) for n in (name, *run.riders.get((name, seed), ()))]
     if not run.main:
         return run.run_dir.path
     cache = run.encoder_cache
@@ -209,7 +221,7 @@ def _run_all(req: RunRequest, run_dir: RunDirectory) -> Path:
         log("no report: no strategy finished")
     if failed:
         raise StrategiesFailed(
-            f"{len(failed)} of {len(req.seeds) * len(req.strategies)} strategy run(s) failed: " + "; ".join(failed)
+            f"{len(failed)} of {len(req.seeds) * len(run.names)} strategy run(s) failed: " + "; ".join(failed)
             + f". The others are in {run.run_dir.path}; run the same command again to retry the failed ones "
               "(each resumes from its last finished evaluation pass).")
     log(f"done in {time.perf_counter() - t_start:.0f} s; results in {run.run_dir.path}")
@@ -245,6 +257,7 @@ class Checked:
     names: list = dataclasses.field(default_factory=list)  # the request's strategies, variants spelled canonically
     variants: dict = dataclasses.field(default_factory=dict)  # variant name -> {"strategy": base, "overrides"}
     profile_overrides: dict = dataclasses.field(default_factory=dict)  # validated --set values
+    orders: dict = dataclasses.field(default_factory=dict)  # row name -> its experience order (not the scenario's)
 
 
 def check_request(req: RunRequest) -> Checked:
@@ -260,19 +273,36 @@ def check_request(req: RunRequest) -> Checked:
     check_device(req.device)
     if req.evaluate not in EVALUATED_SPLITS:
         raise ValueError(f"evaluate must be one of {', '.join(EVALUATED_SPLITS)}, got {req.evaluate!r}")
-    classes = {name: strategy_class(name, req.variants) for name in req.strategies}
+    twice = next((e for i, e in enumerate(req.strategies) if e in req.strategies[:i]), None)
+    if twice is not None:  # (spellings of one variant are found by variants.resolve)
+        raise ValueError(f"--strategies names a strategy twice: {twice}; each row name once")
     builder = load_scenario_builder(req.scenario)
+    # Stream orders (cl_asr/orders.py): every entry in every order asked for, each order a row of its own
+    experiences = list(builder.outline()["experiences"])
+    entries = orders.expand(req.strategies, orders.resolve(req.orders, experiences), experiences)
+    order_of = {}
+    for entry in entries:
+        order = orders.split(entry)[1]
+        order_of[entry] = orders.check(order, experiences, f"strategy {entry}") if order else experiences
+    classes = {name: strategy_class(orders.split(name)[0], req.variants) for name in entries}
     profile = builder.profile(req.profile)
     if req.profile_overrides:  # --set: validated like the scenario file's profile
         profile = variants.with_overrides(profile, req.profile_overrides, "--set")
     check_backbone_spec(req.backbone or profile.backbone)
-    resolved = variants.resolve(req.strategies, req.variants, registered=lambda n: n in METHODS,
-                                base_config=lambda base: method_config(base, req.profile, profile.prompt_length,
-                                                                       scenario=builder.config.name))
-    configs = {r.entry: r.config for r in resolved}
-    return Checked(classes, builder, profile, configs, names=[r.name for r in resolved],
-                   variants={r.entry: r.record() for r in resolved if r.is_variant},
-                   profile_overrides={k: getattr(profile, k) for k in req.profile_overrides})
+    bases = list(dict.fromkeys(orders.split(e)[0] for e in entries))
+    resolved = {r.entry: r for r in variants.resolve(
+        bases, req.variants, registered=lambda n: n in METHODS,
+        base_config=lambda base: method_config(base, req.profile, profile.prompt_length, scenario=builder.config.name))}
+    configs = {e: resolved[orders.split(e)[0]].config for e in entries}
+    names = [orders.row_name(resolved[orders.split(e)[0]].name, order_of[e], experiences) for e in entries]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"--strategies names {twice} twice (with --orders, an entry's orders are rows of their own)")
+    return Checked(classes, builder, profile, configs, names=names,
+                   variants={e: resolved[orders.split(e)[0]].record() for e in entries
+                             if resolved[orders.split(e)[0]].is_variant},
+                   profile_overrides={k: getattr(profile, k) for k in req.profile_overrides},
+                   orders={e: order_of[e] for e in entries if order_of[e] != experiences})
 
 
 def strategy_class(name: str, named: dict):
@@ -354,7 +384,15 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
     log(f"decode languages: {scenario.settings.get('decode_language')}")
     n_exp = len(scenario.benchmark.train_stream)
     rows_per_pass = sum(len(scenario.metrics_for(*key)) for key in scenario.evaluation_sets())
-    steps = {name: evaluation_steps(classes[name], n_exp) for name in req.strategies}
+    names = list(configs)  # the request's strategies, each in every order asked for (--orders)
+    if checked.orders and scenario.experience_names != list(builder.outline()["experiences"]):
+        raise ValueError(f"scenario {builder.config.name}: its built experiences {scenario.experience_names} are not "
+                         f"those its file lists ({builder.outline()['experiences']}): --orders cannot be applied")
+    ordered = {name: scenario.reordered(checked.orders[name]) for name in checked.orders}
+    twin_of = routing_twins(names, classes, configs)
+    for twin, source in twin_of.items():
+        log(f"{twin}: evaluated from the training of {source} (they differ only in eval_routing)")
+    steps = {name: evaluation_steps(classes[name], n_exp) for name in names}
     config = {
         "scenario": builder.config.name, "scenario_file": str(scenario_path(req.scenario)),
         "scenario_config": dataclasses.asdict(builder.config), "profile": req.profile,
@@ -362,12 +400,14 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
         "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
         "variants": checked.variants, "profile_overrides": checked.profile_overrides,
     }
+    if checked.orders:  # only then: run.json of a run without --orders stays as it was
+        config["orders"] = checked.orders
     if req.evaluate != "test":  # only then: run.json of a test run stays as it was
         config["evaluate"] = req.evaluate
     # What determined the results: the same run directory must keep seeing the same weights and data.
     checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
     run_dir.open(config, checksums, {n: dataclasses.asdict(c) for n, c in configs.items()},
-                 {name: len(steps[name]) * rows_per_pass for name in req.strategies},
+                 {name: len(steps[name]) * rows_per_pass for name in names},
                  {"git": git_commit(), "packages": package_versions(), "environment_lock": environment_lock(),
                   "tuned_defaults": tuned_record(builder.config.name, req.profile,
                                                  sorted({classes[n].name for n in configs})),
@@ -383,7 +423,7 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
         collator=ASRCollator(backbone.tokenizer, feature_extractor, scenario.decode_languages), steps=steps,
         rows_per_pass=rows_per_pass,
         base_languages=tuple(t.decode_language for (s, _), t in sorted(scenario.targets.items()) if s == "preservation"),
-        run_dir=run_dir, memo=DecodeMemo(enabled=req.caches),
+        names=names, ordered=ordered, twin_of=twin_of, run_dir=run_dir, memo=DecodeMemo(enabled=req.caches),
         memo_context=(backbone_spec, profile.encoder_window_seconds, precision), encoder_cache=encoder_cache,
         build_seconds=build_seconds)
 
@@ -400,17 +440,20 @@ def run_strategy(run: Run, name: str, seed: int) -> None:
     release_memory(run.device)
     seed_everything(seed)
     run.stage = "setup"
-    method, book, done_steps, pristine_of = start_or_resume(run, name, seed, ckpt_path)
-    problem = method.problem_with(run.scenario) if method.capabilities.trains else None
+    # Routing twins of this row not yet complete ride along: evaluated after each of its passes (one_pass)
+    riders = [t for t, source in run.twin_of.items() if source == name and (t, seed) not in run.run_dir.complete]
+    run.riders[(name, seed)] = riders
+    method, book, done_steps, pristine_of = start_or_resume(run, name, seed, ckpt_path, riders)
+    problem = method.problem_with(run.scenario_of(name)) if method.capabilities.trains else None
     if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
-        log(f"{name} cannot run on {run.scenario.name}: {problem}")
-        run.run_dir.record(StrategyRun(name, seed, run.classes[name].description,
-                                       dataclasses.asdict(run.configs[name]),
-                                       failure={"kind": "cannot run", "reason": problem}))
+        log(f"{name} cannot run on {run.scenario_of(name).name}: {problem}")
+        for n in (*riders, name):
+            run.run_dir.record(StrategyRun(n, seed, run.classes[n].description, dataclasses.asdict(run.configs[n]),
+                                           failure={"kind": "cannot run", "reason": problem}))
         return
     p = run.profile
     strategy = ASRTemplate(
-        method=method, collator=run.collator, target_of=run.scenario.target_of, train_mb_size=p.batch_size,
+        method=method, collator=run.collator, target_of=run.scenario_of(name).target_of, train_mb_size=p.batch_size,
         train_epochs=p.epochs, eval_mb_size=p.eval_batch_size, max_new_tokens=p.max_new_tokens, device=run.device,
         memo=run.memo, memo_context=run.memo_context, seed=seed, progress=run.req.progress and run.main,
         encoder_cache=run.encoder_cache, precision=run.precision, loader_workers=p.loader_workers,
@@ -419,22 +462,34 @@ def run_strategy(run: Run, name: str, seed: int) -> None:
     with PeakMemory(run.device) as mem:
         for step in run.steps[name][len(done_steps):]:
             one_pass(run, strategy, name, seed, step, book, done_steps, pristine_of, mem)
+    for twin in riders:  # before the row's own record: a crash in between resumes the row, never the twin alone
+        run.run_dir.record(dataclasses.replace(
+            outcome(run, twin, seed, strategy, book, mem), eval_seconds=round(book["twin_eval_seconds"][twin], 2),
+            info={**method.info(), "evaluated_from": name}))
     run.run_dir.record(outcome(run, name, seed, strategy, book, mem))
     if run.main:
         ckpt_path.unlink(missing_ok=True)  # the strategy is complete: its rows and costs are all written
 
 
-def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path) -> tuple:
+def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path, riders: list[str] = ()) -> tuple:
     """(method, cost book, finished evaluation steps, pristine-parameter names): from the checkpoint of the last
-    finished pass if there is one that matches the results files, else a fresh method on a copy of the backbone."""
+    finished pass if there is one that matches the results files, else a fresh method on a copy of the backbone.
+    `riders`: routing twins evaluated with this row; its checkpoint holds their rows too."""
     config = dataclasses.asdict(run.configs[name])
     ckpt, pristine_of = load_checkpoint(ckpt_path, run.device, run.pristine, run.tokenizer, run.features_of) \
         if ckpt_path.is_file() else (None, {})
     if ckpt is not None and ckpt["book"]["config"] != config:
         raise ValueError(f"{run.run_dir.path}: the checkpoint of {name} (seed {seed}) was made with config "
                          f"{ckpt['book']['config']}, not the current {config}: use another --out directory")
-    if ckpt is not None or (name, seed) in run.run_dir.started:
-        ckpt = run.run_dir.resume_rows(name, seed, ckpt, run.rows_per_pass, len(run.scenario.evaluation_sets()))
+    group = [name, *riders]
+    if ckpt is not None and list(ckpt["book"].get("riders", [])) != list(riders):
+        log(f"{name} (seed {seed}): its checkpoint was evaluated with the routing twins "
+            f"{ckpt['book'].get('riders', [])}, this run asks for {list(riders)}; starting it over")
+        group += [t for t in ckpt["book"].get("riders", []) if t not in group]
+        ckpt = None
+    if ckpt is not None or any((n, seed) in run.run_dir.started for n in group):
+        ckpt = run.run_dir.resume_rows(group, seed, ckpt, run.rows_per_pass,
+                                       len(run.scenario_of(name).evaluation_sets()))
     if ckpt is None:
         log(f"strategy {name} (seed {seed})")
         method = run.classes[name](run.configs[name], copy.deepcopy(run.pristine), run.tokenizer, seed=seed,
@@ -444,11 +499,13 @@ def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path) -> tuple:
         book = {"config": config, "train_seconds": [], "eval_seconds": 0.0, "trainable": 0,
                 "decodes": {"computed": 0, "reused": 0, "not_shareable": 0}, "peak_memory_mb": 0.0, "faults": [],
                 "stored_bytes": 0}
+        if riders:  # only then: a checkpoint without twins stays as it was
+            book.update(riders=list(riders), twin_eval_seconds=dict.fromkeys(riders, 0.0))
         return method, book, [], pristine_of
     set_rng_state(ckpt["rng"])
     last = ckpt["done_steps"][-1]
     log(f"strategy {name} (seed {seed}): resumed from its checkpoint after "
-        f"{'the evaluation before training' if last < 0 else run.scenario.experience_names[last]}")
+        f"{'the evaluation before training' if last < 0 else run.scenario_of(name).experience_names[last]}")
     return ckpt["method"], ckpt["book"], list(ckpt["done_steps"]), pristine_of
 
 
@@ -457,24 +514,28 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
     """Train on experience `step` (none for step -1), evaluate every set, checkpoint, append the rows."""
     method = strategy.method
     joint = method.capabilities.joint
-    after = "all experiences at once" if joint else run.scenario.experience_names[step] if step >= 0 else ""
+    after = "all experiences at once" if joint else run.scenario_of(name).experience_names[step] if step >= 0 else ""
     if step >= 0 and method.capabilities.trains:
         run.stage = f"training on {after}"
         n_faults = len(strategy.faults)
         t0 = time.perf_counter()
-        strategy.train(run.scenario.joint_train_experience() if joint
-                       else run.scenario.benchmark.train_stream[step])
+        strategy.train(run.scenario_of(name).joint_train_experience() if joint
+                       else run.scenario_of(name).benchmark.train_stream[step])
         book["train_seconds"].append(time.perf_counter() - t0)
         for fault in strategy.faults[n_faults:]:
             log(f"  {name}: training fault on {fault['experience']}: {fault['reason']}")
         book["trainable"] = max(book["trainable"], strategy.last_trainable)
     run.stage = f"evaluation after {after}" if step >= 0 else "evaluation before training"
-    rows, preds, secs = evaluate_pass(strategy, run.scenario, name, seed, step)
+    rows, preds, secs = evaluate_pass(strategy, run.scenario_of(name), name, seed, step)
     book["eval_seconds"] += secs
     for o in strategy.eval_outputs.values():
         book["decodes"]["reused" if o.reused else "computed"] += 1
         # keyed by the strategy's own state: nothing proved it equal to another strategy's decode
         book["decodes"]["not_shareable"] = book["decodes"].get("not_shareable", 0) + (not o.shareable)
+    for twin in book.get("riders", []):
+        twin_rows, twin_preds, twin_secs = evaluate_as_twin(run, strategy, twin, seed, step)
+        rows, preds = rows + twin_rows, preds + twin_preds  # one checkpoint and one append for the whole pass
+        book["twin_eval_seconds"][twin] += twin_secs
     done_steps.append(step)
     # every process's peak so far: the job's is the largest
     book["peak_memory_mb"] = max(distributed.gather_objects(max(book["peak_memory_mb"], mem.peak_mb)))
@@ -482,8 +543,50 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
         book["stored_bytes"] = max(book.get("stored_bytes", 0), save_checkpoint(
             run.run_dir.checkpoint(name, seed), method, done_steps, rows, preds, book, run.pristine, pristine_of))
         run.run_dir.append(rows, preds)
-    summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows if r["metric"] == run.scenario.metric)
-    log(f"  {name} after {'no training' if step < 0 else after}: {run.scenario.metric} {summary}")
+    for row_name in (name, *book.get("riders", [])):
+        summary = ", ".join(f"{r['eval_on']}={r['value']:.3f}" for r in rows
+                            if r["metric"] == run.scenario_of(name).metric and r["strategy"] == row_name)
+        log(f"  {row_name} after {'no training' if step < 0 else after}: {run.scenario_of(name).metric} {summary}")
+
+
+def routing_twins(names: list[str], classes: dict, configs: dict) -> dict[str, str]:
+    """Routing twins: twin -> the earlier row of the request it is evaluated from. A set-per-experience strategy
+    (SetRoutedMethod) and a row of the same class, order and config but another `eval_routing` train alike (the
+    routing only picks a parameter set at evaluation; language-ID routing also needs each experience's LID
+    profile, which `evaluate_as_twin` records from the same training rows), so the twin is not trained again: the
+    same trained parameters are evaluated both ways, after every pass (README "Routing twins")."""
+    from .methods.base import SetRoutedMethod
+
+    twin_of: dict[str, str] = {}
+    for i, b in enumerate(names):
+        cb = dataclasses.asdict(configs[b])
+        for a in names[:i]:
+            ca = dataclasses.asdict(configs[a])
+            if (a not in twin_of and classes[a] is classes[b] and issubclass(classes[a], SetRoutedMethod)
+                    and orders.split(a)[1] == orders.split(b)[1] and ca.get("eval_routing") != cb.get("eval_routing")
+                    and {k: v for k, v in ca.items() if k != "eval_routing"}
+                    == {k: v for k, v in cb.items() if k != "eval_routing"}):
+                twin_of[b] = a
+                break
+    return twin_of
+
+
+def evaluate_as_twin(run: Run, strategy: ASRTemplate, twin: str, seed: int, step: int):
+    """Evaluate the row's trained method with its routing twin's config (another eval_routing) as rows of the
+    twin; the row's own config is put back after. Language-ID routing needs each learned experience's LID
+    profile: recorded now from its training rows, as the method records it when it trains with lid routing."""
+    method = strategy.method
+    own = method.config
+    method.config = run.configs[twin]
+    try:
+        scenario = run.scenario_of(twin)
+        for index in range(method.experiences_trained):
+            if index not in method.lid_profiles:
+                data = scenario.benchmark.train_stream[index].dataset
+                method.record_lid_profile(index, [data[i] for i in range(min(len(data), method.lid_rows))])
+        return evaluate_pass(strategy, scenario, twin, seed, step)
+    finally:
+        method.config = own
 
 
 def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, mem: PeakMemory) -> StrategyRun:

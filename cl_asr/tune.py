@@ -98,6 +98,11 @@ class TuneRequest:
     progress: bool = False
     write: Path | None = None  # the tuned-defaults file; None: cl_asr/resources/tuned/<scenario>.yaml
     command: str = ""
+    executor: str = "local"  # local: trials one after another here; ray: Ray Tune runs them (_search_on_ray)
+    ray_address: str | None = None  # ray: a cluster to join; None: a Ray instance on this machine
+    workers: int | None = None  # ray: trials at once (default: Ray's CPUs / job_cpus)
+    job_cpus: float = 1  # ray: CPUs per trial
+    job_gpus: float = 0  # ray: GPUs per trial
 
 
 def tune(req: TuneRequest) -> Path:
@@ -110,6 +115,8 @@ def tune(req: TuneRequest) -> Path:
 
     if req.trials < 1:
         raise ValueError(f"--trials must be at least 1, got {req.trials}")
+    if req.executor not in ("local", "ray"):
+        raise ValueError(f"--executor must be local or ray, got {req.executor!r}")
     builder = load_scenario_builder(req.scenario)
     profile = builder.profile(req.profile)
     scenario_name = builder.config.name
@@ -133,9 +140,12 @@ def tune(req: TuneRequest) -> Path:
             storage=f"sqlite:///{(out / f'{name}.db').resolve()}",
             sampler=optuna.samplers.TPESampler(seed=req.seed))
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        # A resumed search's sampler is seeded past the trials it has: seeded as at the start, it would propose
+        # the first trials' values again (TPE's random start-up draws come first). Deterministic either way.
+        study.sampler = optuna.samplers.TPESampler(seed=req.seed + len(study.trials))
 
-        def objective(trial, name=name, run_dir=run_dir):
-            values = _suggest(trial, spaces[name])
+        def run_trial(values: dict, run_dir: Path, name=name) -> float:
+            """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
             unchanged = all(getattr(bases[name], k) == v for k, v in values.items())  # the defaults themselves
             run_req = RunRequest(scenario=req.scenario, strategies=[name if unchanged else variant(name, values)],
                                  profile=req.profile,
@@ -144,14 +154,66 @@ def tune(req: TuneRequest) -> Path:
             (resolved,) = check_request(run_req).configs  # the variant's row name in the results
             run_benchmark(run_req)
             error = dev_error(run_dir, resolved, builder.config.metric)
-            log(f"tune {name}: trial {trial.number} {values} -> dev {builder.config.metric} {error:.4f}")
+            log(f"tune {name}: trial {values} -> dev {builder.config.metric} {error:.4f}")
             return error
 
         log(f"tune {name}: {len(done)} of {req.trials} trials done; searching {spaces[name]}")
-        if req.trials > len(done):
-            study.optimize(objective, n_trials=req.trials - len(done))
+        if req.trials > len(done) and req.executor == "ray":
+            _search_on_ray(req, name, spaces[name], out, run_trial, req.trials - len(done), req.seed + len(study.trials))
+            study = optuna.load_study(study_name=name, storage=f"sqlite:///{(out / f'{name}.db').resolve()}")
+        elif req.trials > len(done):
+            study.optimize(lambda trial: run_trial(_suggest(trial, spaces[name]), run_dir),
+                           n_trials=req.trials - len(done))
         chosen[name] = _record(study, spaces[name], req, profile)
     return write_tuned(req.write or tuned_path(scenario_name), req.profile, chosen)
+
+
+def _round(values: dict) -> dict:
+    """Three significant digits for floats, as _suggest: a variant name stays readable."""
+    return {k: (float(f"{v:.3g}") if isinstance(v, float) else v) for k, v in values.items()}
+
+
+def _search_on_ray(req: TuneRequest, name: str, space: dict, out: Path, run_trial, n_trials: int,
+                   sampler_seed: int) -> None:
+    """`n_trials` more trials of `name` with Ray Tune: its OptunaSearch (the same TPE sampler, seed and Optuna
+    study database as the local search, so the two resume each other's studies) proposes the values, Ray runs up
+    to `workers` trials at once, each in a run directory of its own (out/<name>-ray/<variant>/: two runs never
+    share a directory). Ray Tune's own records go to out/ray_tune/."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from .variants import file_component
+
+    try:
+        import ray
+        from ray import tune as ray_tune
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise ValueError("tune --executor ray needs Ray Tune: pip install -e '.[ray]' (or pip install 'ray[tune]')"
+                         ) from None
+    if not ray.is_initialized():
+        ray.init(address=req.ray_address, num_cpus=None if req.ray_address else req.workers,
+                 include_dashboard=False, log_to_driver=True)
+    distributions = {k: CategoricalDistribution(v["choices"]) if "choices" in v
+                     else FloatDistribution(v["low"], v["high"], log=v["log"]) for k, v in space.items()}
+    searcher = OptunaSearch(space=distributions, metric="dev_error", mode="min",
+                            sampler=optuna.samplers.TPESampler(seed=sampler_seed), study_name=name,
+                            storage=optuna.storages.RDBStorage(f"sqlite:///{(out / f'{name}.db').resolve()}"))
+    trials_dir = (out / f"{name}-ray").resolve()  # absolute: Ray Tune runs a trial in a directory of its own
+
+    def trainable(config: dict) -> None:
+        values = _round(config)
+        ray_tune.report({"dev_error": run_trial(values, trials_dir / file_component(variant(name, values)))})
+
+    resources = ray_tune.with_resources(trainable, {"cpu": req.job_cpus, "gpu": req.job_gpus})
+    tuner = ray_tune.Tuner(
+        resources, tune_config=ray_tune.TuneConfig(search_alg=searcher, num_samples=n_trials,
+                                                   max_concurrent_trials=req.workers),
+        run_config=ray_tune.RunConfig(name=name, storage_path=str((out / "ray_tune").resolve()), verbose=0))
+    results = tuner.fit()
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        raise RuntimeError(f"tune {name}: {len(failed)} of {len(results)} Ray Tune trial(s) failed: {failed[0].error}")
 
 
 def _record(study, space: dict, req: TuneRequest, profile) -> dict:
@@ -164,7 +226,8 @@ def _record(study, space: dict, req: TuneRequest, profile) -> dict:
         "config": values,
         "provenance": {
             "objective": OBJECTIVE, "dev_error": round(best.value, 6), "trials": len(trials),
-            "search_space": space, "sampler": f"optuna TPE (seed {req.seed})",
+            "search_space": space, "sampler": f"optuna TPE (seed {req.seed}, plus the trials done on resuming)",
+            "executor": "Ray Tune (OptunaSearch)" if req.executor == "ray" else "local",
             "all_trials": [{"values": {k: (float(f"{v:.3g}") if isinstance(v, float) else v)
                                        for k, v in t.params.items()}, "dev_error": round(t.value, 6)}
                            for t in trials],

@@ -21,7 +21,15 @@ SLOW_TESTS = {"test_seeds_run_every_strategy_per_seed_and_the_report_has_interva
               "test_compare_names_each_variant", "test_the_ray_executor_runs_variants_and_profile_overrides",
               # tests/test_tune.py: a study of two trials, and a run with tuned defaults (micro runs)
               "test_tune_searches_on_dev_sets_only_resumes_and_writes_the_tuned_defaults",
-              "test_a_run_records_the_tuned_defaults_it_used"}
+              "test_a_run_records_the_tuned_defaults_it_used",
+              "test_tune_on_ray_runs_trials_with_ray_tune_and_a_local_search_resumes_its_study",
+              # tests/test_orders.py: micro runs in three orders, on both executors
+              "test_each_order_is_a_row_that_trains_in_its_order",
+              "test_the_report_averages_each_measure_over_orders_and_keeps_each_orders_matrix",
+              "test_an_ordered_run_resumes_and_bad_orders_are_refused", "test_the_ray_executor_runs_each_order_as_a_job",
+              # tests/test_routing_twins.py: micro runs of a strategy with and without its routing twin
+              "test_a_routing_twin_is_evaluated_from_the_same_training_and_equals_training_it_alone",
+              "test_a_failure_mid_stream_resumes_the_row_and_its_twin_together"}
 
 
 def pytest_collection_modifyitems(config, items):

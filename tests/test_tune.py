@@ -95,3 +95,27 @@ def test_a_run_records_the_tuned_defaults_it_used(tmp_path, tuned_dir):
     assert meta["config"]["strategies"]["spt_decoder"]["lr"] == 0.05
     assert meta["tuned_defaults"]["strategies"] == ["spt_decoder"] and len(meta["tuned_defaults"]["sha256"]) == 64
     assert dataclasses.asdict(method_config("spt_decoder", "micro", 4, scenario="languages"))["lr"] == 0.05
+
+
+def test_tune_on_ray_runs_trials_with_ray_tune_and_a_local_search_resumes_its_study(tmp_path, tuned_dir, capsys):
+    out = tmp_path / "study"
+    args = ["tune", "--scenario", "languages", "--strategies", "spt_decoder", "--profile", "micro", "--params", "lr",
+            "--out", str(out), "--no-progress"]
+    assert main([*args, "--trials", "2", "--executor", "ray", "--workers", "2"]) == 0, capsys.readouterr().err
+    trial_dirs = sorted((out / "spt_decoder-ray").iterdir())
+    assert len(trial_dirs) == 2 and (out / "ray_tune" / "spt_decoder").is_dir()  # one run directory per trial
+    for d in trial_dirs:  # each trial ran on the dev sets only
+        preds = (d / "predictions.jsonl").read_text().splitlines()
+        assert len(preds) == 4 * 6 and all("/dev/" in line and "/test/" not in line for line in preds)
+    prov = yaml.safe_load((tuned_dir / "languages.yaml").read_text())["profiles"]["micro"]["spt_decoder"]["provenance"]
+    assert prov["trials"] == 2 and prov["executor"] == "Ray Tune (OptunaSearch)"
+    first_two = [t["values"]["lr"] for t in prov["all_trials"]]
+    assert len(set(first_two)) == 2
+
+    # the same study goes on locally: one more trial, with new values (the resumed sampler does not repeat itself)
+    capsys.readouterr()
+    assert main([*args, "--trials", "3"]) == 0
+    assert "2 of 3 trials done" in capsys.readouterr().out
+    prov = yaml.safe_load((tuned_dir / "languages.yaml").read_text())["profiles"]["micro"]["spt_decoder"]["provenance"]
+    assert prov["trials"] == 3 and prov["executor"] == "local"
+    assert prov["all_trials"][2]["values"]["lr"] not in first_two

@@ -98,8 +98,9 @@ class Decoding:
 
     def memo_key_and_shareable(self, target: Target) -> tuple[tuple, bool]:
         key, shareable = decode_key(self.method, target, self._digests)
-        return (*self.memo_context, target.stream, target.index, target.decode_language, self.max_new_tokens,
-                key), shareable
+        # the set by its name as well as its place: with --orders, (test, 0) is another set in another order
+        return (*self.memo_context, target.stream, target.index, target.name, target.decode_language,
+                self.max_new_tokens, key), shareable
 
     def _before_eval(self, **kwargs):
         super()._before_eval(**kwargs)

@@ -596,12 +596,18 @@ def _order_rows(sc: _Scenario) -> list[dict]:
     standard deviation, minimum and maximum over orders, and the 95% interval of the mean (paired bootstrap)."""
     out = []
     for group, members in sc.order_groups().items():
+        paired = hasattr(sc.stats, "over_orders")  # per-utterance counts: the seeds every order ran, bootstrapped
+        seeds = sc.stats.common_seeds(members) if paired else []
+        if paired and not seeds:
+            continue  # no seed that every order ran: nothing to compare on
         for m in ORDER_MEASURES:
-            points = [sc.est(s, m).point for s in members]
+            points = ([float(p[0]) for p in sc.stats.order_points(members, m)] if paired
+                      else [sc.est(s, m).point for s in members])
             if all(np.isnan(points)):
                 continue
-            e = sc.stats.over_orders(members, m) if hasattr(sc.stats, "over_orders") else None
+            e = sc.stats.over_orders(members, m) if paired else None
             out.append({"scenario": sc.name, "strategy": group, "measure": m, "n_orders": len(members),
+                        "seeds": ",".join(map(str, seeds)) if paired else "all (means over each row's seeds)",
                         "mean_over_orders": float(np.mean(points)),
                         "std_over_orders": float(np.std(points, ddof=1)), "min": float(np.min(points)),
                         "max": float(np.max(points)), "ci_low": e.low if e else float("nan"),
@@ -619,7 +625,7 @@ def _order_blocks(sc: _Scenario) -> list[Block]:
     for group in dict.fromkeys(r["strategy"] for r in rows):
         row = {"strategy": group}
         for r in (r for r in rows if r["strategy"] == group):
-            row["orders"] = r["n_orders"]
+            row["orders"], row["seeds"] = r["n_orders"], r["seeds"]
             interval = (f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if not np.isnan(r["ci_low"]) else "")
             row[f"{r['measure']} {ARROW[BETTER[r['measure']]]}"] = (
                 f"{r['mean_over_orders']:.3f} ± {r['std_over_orders']:.3f}{interval} "
@@ -631,7 +637,8 @@ def _order_blocks(sc: _Scenario) -> list[Block]:
                        "in another order is named `strategy@first>second>...`, and keeps its own error matrix "
                        "below, rows and columns in its order). Each measure: mean over orders ± standard deviation "
                        "over orders [95% bootstrap interval of the mean over orders] (range: the best and worst "
-                       "order). The spread says how much a single-order figure depends on the order chosen."),
+                       "order), on the seeds every order ran (`seeds`). The spread says how much a single-order "
+                       "figure depends on the order chosen."),
             Block("table", pd.DataFrame(table)),
             Block("p", "Orders: " + "; ".join(f"{g}: {o}" for g, o in orders.items()))]
 

@@ -276,12 +276,21 @@ class Bootstrap:
         per_seed = [float(self._measures[(system, s)][measure][0]) for s in self.seeds[system]]
         return self._estimate(self.replicates(system, measure), per_seed)
 
+    def common_seeds(self, systems: list[str]) -> list[int]:
+        """The seeds every one of `systems` ran (an order study compares orders on the same seeds)."""
+        return sorted(set.intersection(*(set(self.seeds[s]) for s in systems)))
+
+    def order_points(self, systems: list[str], measure: str) -> list[np.ndarray]:
+        """Per row (one per stream order), the measure's replicates averaged over the seeds all rows ran."""
+        seeds = self.common_seeds(systems)
+        return [np.mean([self._measures[(s, seed)][measure] for seed in seeds], axis=0) for s in systems]
+
     def over_orders(self, systems: list[str], measure: str) -> Estimate:
-        """A measure averaged over the rows of one strategy in several stream orders (--orders): the point is
-        the mean over orders, `std` the standard deviation over orders (their spread), the interval that of the
-        mean over the same utterance draws (and seed draws) of every order."""
-        reps = np.mean([self.replicates(s, measure) for s in systems], axis=0)
-        return self._estimate(reps, [self.estimate(s, measure).point for s in systems])
+        """A measure averaged over the rows of one strategy in several stream orders (--orders), on the seeds
+        they all ran: the point is the mean over orders, `std` the standard deviation over orders (their
+        spread), the interval that of the mean over orders under the same utterance draws for every order."""
+        per_order = self.order_points(systems, measure)
+        return self._estimate(np.mean(per_order, axis=0), [float(p[0]) for p in per_order])
 
     def cell(self, system: str, step: int, name: str, metric: str | None = None) -> Estimate:
         rates = self.rates[metric or self.metric]
