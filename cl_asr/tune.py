@@ -9,7 +9,8 @@ whose run was cut short resumes from its last finished evaluation pass.
 
 What is searched: the fields a strategy's config marks with `search` in their metadata (the learning rates:
 log-uniform within a factor 30 of the strategy's current default either way; prompt length, ranks, replay buffer
-size: a few values), or those named with --params.
+size: a few values), or those named with --params. The first trial is the hand-set defaults (until a finished
+trial holds them), so the winner is never one that did worse on the dev sets than the defaults it replaces.
 
 The objective is the mean error (the scenario's metric) over every dev set after the whole stream: the
 experiences' (what was learned, and kept through the later experiences) and the preservation languages' (what
@@ -143,6 +144,10 @@ def tune(req: TuneRequest) -> Path:
         # A resumed search's sampler is seeded past the trials it has: seeded as at the start, it would propose
         # the first trials' values again (TPE's random start-up draws come first). Deterministic either way.
         study.sampler = optuna.samplers.TPESampler(seed=req.seed + len(study.trials))
+        # The first trial of a new study is the hand-set defaults themselves, so a search never picks a value
+        # that did worse on the dev sets than what it replaces (within one study, on these dev sets).
+        defaults = _round({k: getattr(bases[name], k) for k in spaces[name]})
+        start = [] if any(_round(t.params) == defaults for t in done) else [defaults]
 
         def run_trial(values: dict, run_dir: Path, name=name) -> float:
             """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
@@ -159,13 +164,18 @@ def tune(req: TuneRequest) -> Path:
 
         log(f"tune {name}: {len(done)} of {req.trials} trials done; searching {spaces[name]}")
         if req.trials > len(done) and req.executor == "ray":
-            _search_on_ray(req, name, spaces[name], out, run_trial, req.trials - len(done), req.seed + len(study.trials))
+            _search_on_ray(req, name, spaces[name], out, run_trial, req.trials - len(done), req.seed + len(study.trials),
+                           start)
             study = optuna.load_study(study_name=name, storage=f"sqlite:///{(out / f'{name}.db').resolve()}")
         elif req.trials > len(done):
+            for values in start:
+                study.enqueue_trial(values)
             study.optimize(lambda trial: run_trial(_suggest(trial, spaces[name]), run_dir),
                            n_trials=req.trials - len(done))
         chosen[name] = _record(study, spaces[name], req, profile)
-    return write_tuned(req.write or tuned_path(scenario_name), req.profile, chosen)
+        # written as each study ends: a long search stopped later keeps the winners it has
+        path = write_tuned(req.write or tuned_path(scenario_name), req.profile, {name: chosen[name]})
+    return path
 
 
 def _round(values: dict) -> dict:
@@ -174,7 +184,7 @@ def _round(values: dict) -> dict:
 
 
 def _search_on_ray(req: TuneRequest, name: str, space: dict, out: Path, run_trial, n_trials: int,
-                   sampler_seed: int) -> None:
+                   sampler_seed: int, start: list[dict]) -> None:
     """`n_trials` more trials of `name` with Ray Tune: its OptunaSearch (the same TPE sampler, seed and Optuna
     study database as the local search, so the two resume each other's studies) proposes the values, Ray runs up
     to `workers` trials at once, each in a run directory of its own (out/<name>-ray/<variant>/: two runs never
@@ -196,7 +206,7 @@ def _search_on_ray(req: TuneRequest, name: str, space: dict, out: Path, run_tria
                  include_dashboard=False, log_to_driver=True)
     distributions = {k: CategoricalDistribution(v["choices"]) if "choices" in v
                      else FloatDistribution(v["low"], v["high"], log=v["log"]) for k, v in space.items()}
-    searcher = OptunaSearch(space=distributions, metric="dev_error", mode="min",
+    searcher = OptunaSearch(space=distributions, metric="dev_error", mode="min", points_to_evaluate=start or None,
                             sampler=optuna.samplers.TPESampler(seed=sampler_seed), study_name=name,
                             storage=optuna.storages.RDBStorage(f"sqlite:///{(out / f'{name}.db').resolve()}"))
     trials_dir = (out / f"{name}-ray").resolve()  # absolute: Ray Tune runs a trial in a directory of its own

@@ -57,6 +57,7 @@ def test_tune_searches_on_dev_sets_only_resumes_and_writes_the_tuned_defaults(tm
     entry = tuned["profiles"]["micro"]["spt_decoder"]
     prov = entry["provenance"]
     assert prov["trials"] == 2 and len(prov["all_trials"]) == 2 and "dev set" in prov["objective"]
+    assert prov["all_trials"][0]["values"] == {"lr": 0.03}  # the first trial: the hand-set default (baselines/)
     assert entry["config"]["lr"] == min(prov["all_trials"], key=lambda t: t["dev_error"])["values"]["lr"]
     assert prov["search_space"]["lr"]["log"] is True and prov["git_commit"]
 
