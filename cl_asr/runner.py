@@ -348,8 +348,9 @@ def check_decoder_positions(configs: dict, model, max_new_tokens: int) -> None:
             length = f" (prompt_length {config.prompt_length})" if hasattr(config, "prompt_length") else ""
             raise ValueError(f"strategy {name}: its decoder prefix of {own} positions{length} + Whisper's "
                              f"{WHISPER_PREFIX_TOKENS} prefix tokens + max_new_tokens {max_new_tokens} = {need} exceeds "
-                             f"the backbone's {positions} decoder positions: lower prompt_length (baselines/{name}.yaml "
-                             "or the profile's prompt_length) or the profile's max_new_tokens")
+                             f"the backbone's {positions} decoder positions: lower prompt_length (in the strategy's "
+                             "baselines/ file, a variant's override or the profile's prompt_length) or the "
+                             "profile's max_new_tokens")
 
 
 def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:

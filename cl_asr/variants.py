@@ -182,8 +182,12 @@ def load_variants_file(path: Path) -> dict[str, dict]:
 def with_overrides(config, overrides: dict, where: str):
     """`config` (a dataclass) with `overrides` applied, validated by config.from_dict as its YAML would be:
     errors are one line starting with `where`."""
+    values = dataclasses.asdict(config)
+    for name in getattr(config, "derived", ()):  # a field that followed another (n_dev = n_test) follows it again
+        if name not in overrides:
+            values[name] = None
     try:
-        return from_dict(type(config), {**dataclasses.asdict(config), **overrides}, where)
+        return from_dict(type(config), {**values, **overrides}, where)
     except ConfigError as exc:  # "WHERE.key expects ..." reads better as "WHERE: key expects ..."
         text = str(exc)
         raise ConfigError(f"{where}: {text[len(where) + 1:]}" if text.startswith(f"{where}.") else text) from None

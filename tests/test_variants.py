@@ -284,3 +284,14 @@ def test_the_ray_executor_runs_variants_and_profile_overrides(tmp_path, monkeypa
     assert main([a if a != "n_train=2" else "n_train=3" for a in args]) == 2  # refused before any job
     assert "profile_overrides={'n_train': 2}, not {'n_train': 3}" in capsys.readouterr().err
     assert ray.names == jobs
+
+
+def test_set_n_test_moves_the_dev_size_that_follows_it():
+    from cl_asr.variants import with_overrides
+    from cl_asr.scenarios import load_scenario_builder
+
+    micro = load_scenario_builder("languages").profile("micro")  # n_dev not given: it follows n_test
+    assert with_overrides(micro, {"n_test": 2}, "--set").n_dev == 2
+    assert with_overrides(micro, {"n_test": 2, "n_dev": 1}, "--set").n_dev == 1
+    fixed = with_overrides(micro, {"n_dev": 1}, "--set")
+    assert with_overrides(fixed, {"n_test": 2}, "--set").n_dev == 1  # a value given stays

@@ -74,6 +74,9 @@ class ProfileConfig:
     loader_workers: int = field(default=0, metadata={"help": "data-loader worker processes (log-mel extraction)"})
 
     def __post_init__(self):
+        # fields given no value that follow another (variants.with_overrides re-derives them: --set n_test=30
+        # moves n_dev with it unless n_dev is set too)
+        self.derived = ("n_dev",) if self.n_dev is None else ()
         if self.n_dev is None:
             self.n_dev = self.n_test
         if self.n_real is not None and self.n_real < 1:
