@@ -100,6 +100,7 @@ class TuneRequest:
     write: Path | None = None  # the tuned-defaults file; None: cl_asr/resources/tuned/<scenario>.yaml
     command: str = ""
     executor: str = "local"  # local: trials one after another here; ray: Ray Tune runs them (_search_on_ray)
+    commit: str | None = None  # the code the search runs: read once when it starts (a later commit is not it)
     ray_address: str | None = None  # ray: a cluster to join; None: a Ray instance on this machine
     workers: int | None = None  # ray: trials at once (default: Ray's CPUs / job_cpus)
     job_cpus: float = 1  # ray: CPUs per trial
@@ -116,6 +117,7 @@ def tune(req: TuneRequest) -> Path:
 
     if req.trials < 1:
         raise ValueError(f"--trials must be at least 1, got {req.trials}")
+    req = dataclasses.replace(req, commit=req.commit or git_commit().get("commit"))
     if req.executor not in ("local", "ray"):
         raise ValueError(f"--executor must be local or ray, got {req.executor!r}")
     builder = load_scenario_builder(req.scenario)
@@ -242,7 +244,7 @@ def _record(study, space: dict, req: TuneRequest, profile) -> dict:
                                        for k, v in t.params.items()}, "dev_error": round(t.value, 6)}
                            for t in trials],
             "backbone": req.backbone or profile.backbone, "seed": req.seed, "command": req.command,
-            "git_commit": git_commit().get("commit"),
+            "git_commit": req.commit or git_commit().get("commit"),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
