@@ -153,7 +153,10 @@ def tune(req: TuneRequest) -> Path:
 
         def run_trial(values: dict, run_dir: Path, name=name) -> float:
             """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
-            unchanged = all(getattr(bases[name], k) == v for k, v in values.items())  # the defaults themselves
+            # The plain name only where a run of it has these values: it takes the tuned-defaults file (an
+            # earlier search's winner) over the hand-set defaults, so the defaults' trial is then a variant too.
+            current = method_config(name, req.profile, profile.prompt_length, scenario=scenario_name)
+            unchanged = all(getattr(current, k) == v for k, v in values.items())
             run_req = RunRequest(scenario=req.scenario, strategies=[name if unchanged else variant(name, values)],
                                  profile=req.profile,
                                  out_dir=run_dir, backbone=req.backbone, seeds=[req.seed], device=req.device,

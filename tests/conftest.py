@@ -23,6 +23,7 @@ SLOW_TESTS = {"test_seeds_run_every_strategy_per_seed_and_the_report_has_interva
               "test_tune_searches_on_dev_sets_only_resumes_and_writes_the_tuned_defaults",
               "test_a_run_records_the_tuned_defaults_it_used",
               "test_tune_on_ray_runs_trials_with_ray_tune_and_a_local_search_resumes_its_study",
+              "test_the_defaults_trial_runs_the_hand_set_values_even_where_a_tuned_value_exists",
               # tests/test_orders.py: micro runs in three orders, on both executors
               "test_each_order_is_a_row_that_trains_in_its_order",
               "test_the_report_averages_each_measure_over_orders_and_keeps_each_orders_matrix",

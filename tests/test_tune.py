@@ -120,3 +120,18 @@ def test_tune_on_ray_runs_trials_with_ray_tune_and_a_local_search_resumes_its_st
     prov = yaml.safe_load((tuned_dir / "languages.yaml").read_text())["profiles"]["micro"]["spt_decoder"]["provenance"]
     assert prov["trials"] == 3 and prov["executor"] == "local"
     assert prov["all_trials"][2]["values"]["lr"] not in first_two
+
+
+def test_the_defaults_trial_runs_the_hand_set_values_even_where_a_tuned_value_exists(tmp_path, tuned_dir):
+    import json
+
+    tuned_dir.mkdir()
+    (tuned_dir / "languages.yaml").write_text(yaml.safe_dump(
+        {"profiles": {"micro": {"spt_decoder": {"config": {"lr": 0.05}, "provenance": {"trials": 1}}}}}))
+    out = tmp_path / "study"
+    assert main(["tune", "--scenario", "languages", "--strategies", "spt_decoder", "--profile", "micro", "--params",
+                 "lr", "--trials", "1", "--out", str(out), "--no-progress"]) == 0
+    meta = json.loads((out / "spt_decoder" / "run.json").read_text())
+    # a plain `spt_decoder` would have run with the tuned 0.05: the trial is the variant of the hand-set 3e-2
+    assert list(meta["config"]["strategies"]) == ["spt_decoder[lr=0.03]"]
+    assert meta["config"]["strategies"]["spt_decoder[lr=0.03]"]["lr"] == 0.03
