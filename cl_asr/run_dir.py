@@ -54,6 +54,7 @@ class StrategyRun:
     decodes: dict | None = None
     eval_routing: str | None = None
     joint: bool | None = None
+    single_task: bool | None = None  # the single-task fine-tuning reference (written only when true)
     info: dict | None = None
     training_faults: list | None = None  # steps skipped for NaN/inf losses, experiences ended early
     variant_of: str | None = None  # a variant (cl_asr/variants.py): its base strategy and the values it changed

@@ -604,4 +604,5 @@ def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, m
         peak_memory_mb=round(max(book["peak_memory_mb"], *distributed.gather_objects(mem.peak_mb)), 1),
         processes=run.processes.world if run.processes else None, decodes=book["decodes"],
         eval_routing=getattr(run.configs[name], "eval_routing", None), joint=run.classes[name].capabilities.joint,
+        single_task=run.classes[name].capabilities.single_task or None,
         info=method.info(), training_faults=strategy.faults)

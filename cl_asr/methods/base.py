@@ -85,6 +85,8 @@ class Capabilities:
 
     trains: bool = True  # False: never trained (zero_shot); the runner only evaluates it
     joint: bool = False  # trained once on all experiences together: the joint reference (intransigence)
+    # trained on each experience alone from the pretrained model: the single-task reference (CL-MASR's FWT)
+    single_task: bool = False
     # a plugin reads the model's logits at every position (LwF distils them); otherwise the training loss
     # projects only the labelled positions onto the vocabulary
     full_logits: bool = False

@@ -147,3 +147,36 @@ def continual_metrics(new: np.ndarray, base: np.ndarray | None = None,
             raise ValueError(f"joint_final must hold {T} values, got shape {joint_final.shape}")
     values = continual_metrics_batch(m, base, joint_final)
     return ContinualMetrics(**{k: float(v) for k, v in values.items()})
+
+
+# CL-MASR's measures (speechbrain/benchmarks, CL_MASR), on word error rates W (rows: after training through each
+# experience, row -1 first), at the end of the stream (k = T-1), beside ours:
+#   AWER = mean_j W[T-1][j]                         (= our avg_error, in WER)
+#   BWT  = mean_{j<T-1} (W[j][j] - W[T-1][j])       (= our bwt, in WER; negative = forgetting)
+#   IM   = mean_j (W[j][j] - J[j]), J = the joint model's final WER      (= our intransigence, in WER)
+#   FWT  = mean_j (S[j] - W[j][j]), S[j] = the WER on j of a model fine-tuned on j alone from the pretrained one
+#          (the `single_task` strategy); ours is against zero-shot before j is learned: R[-1][j] - R[j-1][j].
+CLMASR_FORMULAS = (
+    "CL-MASR's measures (speechbrain/benchmarks, CL_MASR) on WER at the end of the stream: AWER = mean_j W[T][j] "
+    "(the final average WER); BWT = mean_{j<T} (W[j][j] - W[T][j]) (negative = forgetting); IM = mean_j (W[j][j] - "
+    "J[j]), J the joint model's final WER (positive = learned worse than joint training); FWT = mean_j (S[j] - "
+    "W[j][j]), S[j] the WER on j of a model fine-tuned on j alone (the `single_task` strategy; positive = the "
+    "stream helped). Ours differ in FWT's reference (zero-shot before j is learned) and in the metric (the "
+    "scenario's); AWER, BWT and IM are ours computed on WER.")
+
+
+def clmasr_metrics(new: np.ndarray, joint_final: np.ndarray | None = None,
+                   single_diag: np.ndarray | None = None) -> dict[str, float]:
+    """AWER, BWT, IM and FWT as CL-MASR defines them (CLMASR_FORMULAS) from a (T+1) x T WER matrix (row 0 =
+    before training), the joint model's final WER per experience and the single-task model's WER on each
+    experience right after learning it (its diagonal); a measure whose reference is missing is NaN."""
+    m = _check_matrix(new, "WER matrix")
+    T = m.shape[1]
+    diag, final = np.diagonal(m[1:]), m[T]
+    nan = float("nan")
+    return {
+        "clmasr_awer": float(final.mean()),
+        "clmasr_bwt": float((diag[:-1] - final[:-1]).mean()) if T > 1 else 0.0,
+        "clmasr_im": nan if joint_final is None else float((diag - np.asarray(joint_final, dtype=float)).mean()),
+        "clmasr_fwt": nan if single_diag is None else float((np.asarray(single_diag, dtype=float) - diag).mean()),
+    }

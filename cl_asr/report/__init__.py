@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..metrics.continual import HIGHER_IS_BETTER, SIGN_CONVENTION
+from ..metrics.continual import CLMASR_FORMULAS, HIGHER_IS_BETTER, SIGN_CONVENTION
 from ..results import write_text_atomic
 from ..variants import describe, file_component
 from . import plots
@@ -581,11 +581,39 @@ def _scenario_blocks(sc: _Scenario, plot_dir: Path, base: Path, prefix: str, hea
     blocks += _across_runs_blocks(sc)
     blocks += _final_blocks(sc, plot_dir, prefix, base)
     blocks += _failure_blocks(sc)
+    blocks += _clmasr_blocks(sc)
     blocks += _claims_blocks(sc)
     blocks += _curve_and_matrix_blocks(sc, plot_dir, prefix, base)
     blocks += _transfer_and_cost_blocks(sc, plot_dir, prefix, base)
     blocks += _worst_blocks(sc)
     return blocks
+
+
+CLMASR_COLUMNS = {"clmasr_awer": ("AWER ↓", False), "clmasr_bwt": ("BWT ↑", True), "clmasr_im": ("IM ↓", False),
+                  "clmasr_fwt": ("FWT ↑", True)}
+
+
+def _clmasr_blocks(sc: _Scenario) -> list[Block]:
+    """CL-MASR's measures beside ours (summary.csv clmasr_*): mean over seeds ± standard deviation, per strategy."""
+    cols = [c for c in CLMASR_COLUMNS if c in sc.table and sc.table[c].notna().any()]
+    if not cols:
+        return []
+    rows = []
+    for system in sc.systems:
+        mine = sc.table[sc.table.system == system]
+        row = {"strategy": system}
+        for c in cols:
+            values = mine[c].dropna()
+            row[CLMASR_COLUMNS[c][0]] = ("–" if not len(values) else f"{values.mean():+.3f}" if CLMASR_COLUMNS[c][1]
+                                         else f"{values.mean():.3f}") + (f" ± {values.std(ddof=1):.3f}"
+                                                                        if len(values) > 1 else "")
+        rows.append(row)
+    missing = [what for c, what in (("clmasr_im", "a `joint` run (IM)"), ("clmasr_fwt", "a `single_task` run (FWT)"))
+               if c not in cols]
+    return [Block("h2", "CL-MASR's measures (WER)"),
+            Block("p", CLMASR_FORMULAS + " Mean over seeds (± standard deviation); no intervals here."
+                  + (f" Not computed for want of {' and '.join(missing)} in this run." if missing else "")),
+            Block("table", pd.DataFrame(rows))]
 
 
 ORDER_MEASURES = ("avg_error", "learned_error", "forgetting", "bwt", "fwt", "base_error_delta")

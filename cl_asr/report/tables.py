@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics.continual import continual_metrics, joint_metrics
+from ..metrics.continual import clmasr_metrics, continual_metrics, joint_metrics
 
 SUMMARY_COLUMNS = [
     "scenario", "strategy", "seed", "metric", "avg_error", "learned_error", "bwt", "forgetting", "fwt",
-    "base_error", "base_error_delta", "intransigence", "routing", "routing_accuracy", "trainable_params",
+    "base_error", "base_error_delta", "intransigence", "clmasr_awer", "clmasr_bwt", "clmasr_im", "clmasr_fwt",
+    "routing", "routing_accuracy", "trainable_params",
     "stored_params_per_experience", "stored_bytes", "train_seconds", "eval_seconds", "peak_memory_mb",
 ]
 
@@ -63,6 +64,7 @@ def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
     done = {k for k, (new, base) in mats.items() if _complete(new, base, bool(costs.get(k, {}).get("joint")))}
     ref_name = joint_reference(runs, {s for s, _ in done})
     ref_final = {seed: mats[(s, seed)][0].iloc[-1] for s, seed in done if s == ref_name}  # by set name
+    clmasr = _clmasr_by_run(meta, results, runs, done)
     records = []
     for (strategy, seed), (new, base) in mats.items():
         cost = costs.get((strategy, seed), {})
@@ -81,6 +83,7 @@ def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
         records.append({
             "scenario": meta["config"]["scenario"], "strategy": strategy, "seed": seed, "metric": metric,
             **cm.as_dict(),
+            **clmasr.get((strategy, seed), {}),
             "base_error": float(np.mean(base.to_numpy()[-1])) if base.shape[1] else float("nan"),
             "routing": routing or "",
             # share of final-row test utterances sent to their own experience's parameters
@@ -95,6 +98,41 @@ def summary(meta: dict, results: pd.DataFrame) -> pd.DataFrame:
         })
     table = pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
     return _add_other_final_means(table, meta, results)
+
+
+def _clmasr_by_run(meta: dict, results: pd.DataFrame, runs: list[dict], done: set) -> dict:
+    """(strategy, seed) -> CL-MASR's measures on WER (metrics/continual.py clmasr_metrics), where every cell of
+    the strategy's WER matrix exists; IM against the run's joint reference, FWT against its single-task one
+    (run.json `joint` / `single_task`), each of the same seed where there is one, else its first seed."""
+    if not len(results) or "wer" not in set(results.metric):
+        return {}
+    wer = matrices(meta, results, "wer")
+    by_flag = {}
+    for flag in ("joint", "single_task"):
+        ref = next((r["strategy"] for r in runs if r.get(flag) and not r.get("failure")
+                    and any(s == r["strategy"] for s, _ in done)), None)
+        by_flag[flag] = {seed: m for (s, seed), (m, _) in wer.items() if s == ref} if ref else {}
+
+    def of(flag, seed):
+        refs = by_flag[flag]
+        return refs.get(seed, refs[min(refs)]) if refs else None
+
+    out = {}
+    for (strategy, seed), (new, _) in wer.items():
+        cost = next((r for r in runs if (r["strategy"], r["seed"]) == (strategy, seed)), {})
+        if (strategy, seed) in done and cost.get("joint") and new.iloc[-1].notna().all():
+            out[(strategy, seed)] = {"clmasr_awer": float(new.to_numpy()[-1].mean())}  # first and last rows only
+            continue
+        if (strategy, seed) not in done or new.isna().any().any():
+            continue
+        joint, single = of("joint", seed), of("single_task", seed)
+        order = list(new.columns)
+        out[(strategy, seed)] = clmasr_metrics(
+            new.to_numpy(),
+            None if joint is None else joint.iloc[-1].reindex(order).to_numpy(),
+            None if single is None or single.isna().any().any()
+            else pd.Series(np.diagonal(single.to_numpy()[1:]), index=single.columns).reindex(order).to_numpy())
+    return out
 
 
 def _add_other_final_means(table: pd.DataFrame, meta: dict, results: pd.DataFrame) -> pd.DataFrame:
