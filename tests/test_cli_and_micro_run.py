@@ -16,8 +16,11 @@ ALL = METHODS.names()  # the micro run below asks for every registered strategy 
 # records why and goes on with the others.
 CANNOT_RUN = {"ts_prompt": "enrolment", "text_spt": "text-only"}
 STRATEGIES = [s for s in ALL if s not in CANNOT_RUN]
-FULL = {"fft", "fft_spt", "replay", "ewc", "lwf", "joint"}  # strategies that train the backbone itself
-FROZEN = [s for s in STRATEGIES if s not in FULL and s != "zero_shot"]
+# strategies that train the backbone itself
+FULL = {"fft", "fft_spt", "replay", "ewc", "lwf", "joint", "single_task", "agem", "der", "mas"}
+# one model for every set, base sets included (Capabilities.task_agnostic): no set stays at zero-shot by design
+TASK_AGNOSTIC = {s for s in ALL if METHODS.get(s).capabilities.task_agnostic}
+FROZEN = [s for s in STRATEGIES if s not in FULL | TASK_AGNOSTIC and s != "zero_shot"]
 
 
 def test_help_and_list_name_the_scenario_and_strategies():

@@ -255,3 +255,12 @@ def test_separate_and_shared_modes(tiny, name):
         keys = (method.oracle_key(TEST0), method.oracle_key(test1))
         assert keys == (("0", "1") if mode == "separate" else ("shared", "shared"))
         assert not decode_key(method, TEST0, Digests())[1]  # a set is active: keyed by the strategy's state
+
+
+def test_the_methods_of_cl_masr_and_the_rehearsal_free_lora_methods_are_registered():
+    # issue 20: each has its own test file (test_clmasr_methods.py, test_clmasr_columns_masks_prompts.py,
+    # test_lora_family.py); the reference strategy of CL-MASR's FWT: test_clmasr_protocol.py
+    new = {"agem", "der", "mas", "pnn", "piggyback", "l2p", "olora", "lora_merge", "lora_moe", "single_task"}
+    assert new <= set(METHODS.names())
+    agnostic = {n for n in METHODS.names() if METHODS.get(n).capabilities.task_agnostic}
+    assert agnostic == {"l2p", "olora", "lora_merge", "lora_moe"}

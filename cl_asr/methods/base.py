@@ -87,6 +87,9 @@ class Capabilities:
     joint: bool = False  # trained once on all experiences together: the joint reference (intransigence)
     # trained on each experience alone from the pretrained model: the single-task reference (CL-MASR's FWT)
     single_task: bool = False
+    # one model decodes every set, base-language sets included (no per-set choice by the experience identity:
+    # O-LoRA, merged LoRAs, a mixture of experts, L2P's prompt pool): base sets need not stay at zero-shot
+    task_agnostic: bool = False
     # a plugin reads the model's logits at every position (LwF distils them); otherwise the training loss
     # projects only the labelled positions onto the vocabulary
     full_logits: bool = False
