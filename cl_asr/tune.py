@@ -178,9 +178,25 @@ def tune(req: TuneRequest) -> Path:
             study.optimize(lambda trial: run_trial(_suggest(trial, spaces[name]), run_dir),
                            n_trials=req.trials - len(done))
         chosen[name] = _record(study, spaces[name], req, profile)
+        path = req.write or tuned_path(scenario_name)
+        if _same_trials(path, req.profile, name, chosen[name]):
+            log(f"tune {name}: no new trial; {path} keeps its record (commit and date of the search that ran)")
+            continue
         # written as each study ends: a long search stopped later keeps the winners it has
-        path = write_tuned(req.write or tuned_path(scenario_name), req.profile, {name: chosen[name]})
+        path = write_tuned(path, req.profile, {name: chosen[name]})
     return path
+
+
+def _same_trials(path: Path, profile: str, name: str, record: dict) -> bool:
+    """Whether the tuned-defaults file already records this study with exactly these trials and winner."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    entry = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("profiles") or {}).get(profile, {}).get(name)
+    return bool(entry) and entry.get("config") == record["config"] and \
+        (entry.get("provenance") or {}).get("all_trials") == record["provenance"]["all_trials"]
 
 
 def _round(values: dict) -> dict:

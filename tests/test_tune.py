@@ -64,9 +64,10 @@ def test_tune_searches_on_dev_sets_only_resumes_and_writes_the_tuned_defaults(tm
     # the same command again: the study is resumed, no trial is run twice
     built.clear()
     assert main(args) == 0
-    assert yaml.safe_load((tuned_dir / "languages.yaml").read_text())["profiles"]["micro"]["spt_decoder"][
-        "provenance"]["trials"] == 2
-    assert "2 of 2 trials done" in capsys.readouterr().out
+    again = yaml.safe_load((tuned_dir / "languages.yaml").read_text())["profiles"]["micro"]["spt_decoder"]["provenance"]
+    assert again["trials"] == 2 and again["date"] == prov["date"] and again["git_commit"] == prov["git_commit"]
+    out_text = capsys.readouterr().out
+    assert "2 of 2 trials done" in out_text and "no new trial" in out_text  # its record (commit, date) is kept
 
     # later runs of this scenario and profile take the tuned value (and nothing else does)
     assert method_config("spt_decoder", "micro", 4, scenario="languages").lr == entry["config"]["lr"]
