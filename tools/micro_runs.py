@@ -4,6 +4,7 @@ at another commit, compared byte for byte.
     python tools/micro_runs.py run OUT_DIR                # this checkout's micro runs into OUT_DIR/<scenario>/
     python tools/micro_runs.py compare A_DIR B_DIR        # exit 1 unless results/predictions are byte-identical
     python tools/micro_runs.py against COMMIT             # both of the above, COMMIT checked out in a worktree
+                                                          # (the strategies COMMIT registers, on both sides)
 
 Only results.jsonl and predictions.jsonl are compared: run.json holds timings, paths and the commit. The
 real-corpus scenarios need data a user has; the corpus builder they share is run here as `fleurs_unseen` on a
@@ -47,11 +48,19 @@ def fleurs_fixture(root: Path) -> Path:
     return root
 
 
-def run_all(checkout: Path, out: Path) -> None:
+def registered(checkout: Path) -> str:
+    """The strategies a checkout registers, comma-separated in registry order (what its `--strategies all` runs)."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    code = "from cl_asr.methods import METHODS; print(','.join(METHODS.names()))"
+    return subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+
+
+def run_all(checkout: Path, out: Path, strategies: str = "all") -> None:
     env = {**os.environ, "PYTHONPATH": str(checkout)}  # the checkout's package, not the installed one
     env["FLEURS_DIR"] = str(fleurs_fixture(out / "fleurs_data"))
     for scenario in SCENARIOS:
-        cmd = [sys.executable, str(checkout / "run_suite.py"), "run", "--scenario", scenario, "--strategies", "all",
+        cmd = [sys.executable, str(checkout / "run_suite.py"), "run", "--scenario", scenario, "--strategies", strategies,
                "--profile", "micro", "--out", str(out / scenario), "--no-progress", "--no-report"]
         print(f"[{checkout.name}] {scenario} ...", flush=True)
         subprocess.run(cmd, cwd=checkout, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -84,8 +93,10 @@ def main(argv=None) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="micro_runs_"))
         subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "ref"), args.commit], cwd=ROOT, check=True)
         try:
-            run_all(tmp / "ref", tmp / "before")
-            run_all(ROOT, tmp / "after")
+            # the strategies the older commit has: strategies added since have nothing to be compared with
+            names = registered(tmp / "ref")
+            run_all(tmp / "ref", tmp / "before", names)
+            run_all(ROOT, tmp / "after", names)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "ref")], cwd=ROOT, check=False)
         args.a, args.b = tmp / "before", tmp / "after"
