@@ -68,11 +68,10 @@ class LoraFamily(Method):
 
     # -- peft adapters ------------------------------------------------------------------------------------
     def peft_config(self):
-        from peft import LoraConfig
+        """The same peft LoraConfig as `lora`'s adapters (rank, alpha, dropout, target modules from the config)."""
+        from .lora import LoRA
 
-        c = self.config
-        return LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=list(c.target_modules),
-                          bias="none", init_lora_weights=True)
+        return LoRA._peft_config(self)
 
     def add_adapter(self, index: int) -> str:
         """Create experience `index`'s adapter (once; B = 0, so it starts as the identity) and return its name."""
