@@ -189,12 +189,12 @@ def tune(req: TuneRequest) -> Path:
 
 def _same_trials(path: Path, profile: str, name: str, record: dict) -> bool:
     """Whether the tuned-defaults file already records this study with exactly these trials and winner."""
-    from .tuned_defaults import _read
+    from .tuned_defaults import read_tuned_file
 
     path = Path(path)
     if not path.is_file():
         return False
-    entry = ((_read(path).get("profiles") or {}).get(profile) or {}).get(name)
+    entry = ((read_tuned_file(path).get("profiles") or {}).get(profile) or {}).get(name)
     return bool(entry) and entry.get("config") == record["config"] and \
         (entry.get("provenance") or {}).get("all_trials") == record["provenance"]["all_trials"]
 

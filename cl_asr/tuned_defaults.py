@@ -30,7 +30,7 @@ def tuned_path(scenario: str) -> Path:
     return resources.TUNED_DIR / f"{scenario}.yaml"
 
 
-def _read(path: Path) -> dict:
+def read_tuned_file(path: Path) -> dict:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     return data or {"profiles": {}}
 
@@ -39,7 +39,7 @@ def write_tuned(path: Path, profile: str, chosen: dict) -> Path:
     """Merge `chosen` (strategy -> {config, provenance}) into the tuned-defaults file under `profile`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = _read(path)
+    data = read_tuned_file(path)
     data.setdefault("profiles", {}).setdefault(profile, {}).update(chosen)
     write_text_atomic(path, HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
     log(f"tuned defaults: {path}")
@@ -53,7 +53,7 @@ def tuned_values(scenario: str | None, profile: str | None, strategy: str) -> tu
     path = tuned_path(scenario)
     if not path.is_file():
         return {}, None
-    entry = ((_read(path).get("profiles") or {}).get(profile) or {}).get(strategy)
+    entry = ((read_tuned_file(path).get("profiles") or {}).get(profile) or {}).get(strategy)
     if not entry:
         return {}, None
     return dict(entry.get("config") or {}), path
