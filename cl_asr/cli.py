@@ -186,6 +186,15 @@ def _list(args) -> int:
         print(f"  {name:<12} {counts.get(name, ''):>12}  {METHODS.get(name).description}")
         if args.what == "strategies":
             print(f"  {'':<12} {'':>12}  defaults: {_defaults(name)}")
+    if args.what == "strategies":
+        from .methods.base import SetRoutedMethod
+
+        routed = [n for n in METHODS.names() if issubclass(METHODS.get(n), SetRoutedMethod)]
+        print("Variants of any of them (README 'Strategies'; e.g. --strategies \"lora,lora[eval_routing=learned]\"):")
+        print("  [eval_routing=lid]      task-agnostic routing by Whisper's language ID")
+        print("  [eval_routing=learned]  task-agnostic routing by a classifier learned from each experience's audio")
+        print(f"                          (both: set-per-experience strategies, {', '.join(routed)})")
+        print("  [lm_weight=0.3]         shallow fusion with an n-gram LM of the experience's text (every strategy)")
     return 0
 
 

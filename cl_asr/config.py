@@ -150,6 +150,16 @@ def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def config_record(obj: Any) -> dict:
+    """A config as run.json records it: every field, except those marked `recorded_when_set` in their metadata
+    while they hold their default (fields added after results were recorded: older run directories compare equal)."""
+    values = dataclasses.asdict(obj)
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("recorded_when_set") and f.default is not dataclasses.MISSING and values[f.name] == f.default:
+            del values[f.name]
+    return values
+
+
 def field_help(cls: type) -> dict[str, str]:
     """The `metadata={'help': ...}` of each field, for `list` and the docs."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

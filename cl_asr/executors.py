@@ -19,10 +19,11 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import orders
+from .config import config_record
 from .log import log
 from .results import read_jsonl
 from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
@@ -135,7 +136,7 @@ def _run_on_ray(req: RunRequest, options: RayOptions, run_dir: RunDirectory) -> 
     out = Path(req.out_dir)
     # Names and the directory are checked here, in a second, not by the first job after minutes in a queue.
     checked = check_request(req)
-    configs = {n: asdict(c) for n, c in checked.configs.items()}
+    configs = {n: config_record(c) for n, c in checked.configs.items()}
     run_dir.take(req.command)
     _check_compatible(out, req)
     grid = [(name, seed) for seed in req.seeds for name in req.strategies]  # the local executor's order

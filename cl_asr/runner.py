@@ -27,6 +27,7 @@ import torch
 from . import distributed, orders, variants
 from .backbones import cache_dir, check_backbone_spec, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
+from .config import config_record
 from .checkpoints import load_checkpoint, pristine_names, save_checkpoint, set_rng_state
 from .cl.collate import ASRCollator
 from .cl.encoder_cache import EncoderCache
@@ -235,7 +236,7 @@ def record_failure(run: Run, name: str, seed: int, exc: Exception) -> str:
     stage = run.stage or "start"
     trace = traceback.format_exception(exc)
     log(f"{name} (seed {seed}) FAILED during {stage}: {reason}\n{''.join(trace).rstrip()}")
-    run.run_dir.record(StrategyRun(name, seed, run.classes[name].description, dataclasses.asdict(run.configs[name]),
+    run.run_dir.record(StrategyRun(name, seed, run.classes[name].description, config_record(run.configs[name]),
                                    failure={"kind": "raised", "during": stage, "reason": reason,
                                             "traceback": "".join(trace[-6:]).rstrip()}))
     release_memory(run.device)
@@ -398,7 +399,7 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
         "scenario": builder.config.name, "scenario_file": str(scenario_path(req.scenario)),
         "scenario_config": dataclasses.asdict(builder.config), "profile": req.profile,
         "profile_config": dataclasses.asdict(profile), "backbone": backbone_spec, "seeds": req.seeds,
-        "strategies": {n: dataclasses.asdict(c) for n, c in configs.items()},
+        "strategies": {n: config_record(c) for n, c in configs.items()},
         "variants": checked.variants, "profile_overrides": checked.profile_overrides,
     }
     if checked.orders:  # only then: run.json of a run without --orders stays as it was
@@ -407,7 +408,7 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
         config["evaluate"] = req.evaluate
     # What determined the results: the same run directory must keep seeing the same weights and data.
     checksums = {"backbone": weights_checksum(pristine), "data": scenario.checksums()}
-    run_dir.open(config, checksums, {n: dataclasses.asdict(c) for n, c in configs.items()},
+    run_dir.open(config, checksums, {n: config_record(c) for n, c in configs.items()},
                  {name: len(steps[name]) * rows_per_pass for name in names},
                  {"git": git_commit(), "packages": package_versions(), "environment_lock": environment_lock(),
                   "tuned_defaults": tuned_record(builder.config.name, req.profile,
@@ -449,7 +450,7 @@ def run_strategy(run: Run, name: str, seed: int) -> None:
     if problem:  # e.g. encoder prompts on a text-only scenario: say so, record it, go on with the others
         log(f"{name} cannot run on {run.scenario_of(name).name}: {problem}")
         for n in (*riders, name):
-            run.run_dir.record(StrategyRun(n, seed, run.classes[n].description, dataclasses.asdict(run.configs[n]),
+            run.run_dir.record(StrategyRun(n, seed, run.classes[n].description, config_record(run.configs[n]),
                                            failure={"kind": "cannot run", "reason": problem}))
         return
     p = run.profile
@@ -476,7 +477,7 @@ def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path, riders: lis
     """(method, cost book, finished evaluation steps, pristine-parameter names): from the checkpoint of the last
     finished pass if there is one that matches the results files, else a fresh method on a copy of the backbone.
     `riders`: routing twins evaluated with this row; its checkpoint holds their rows too."""
-    config = dataclasses.asdict(run.configs[name])
+    config = config_record(run.configs[name])
     ckpt, pristine_of = load_checkpoint(ckpt_path, run.device, run.pristine, run.tokenizer, run.features_of) \
         if ckpt_path.is_file() else (None, {})
     if ckpt is not None and ckpt["book"]["config"] != config:
@@ -574,17 +575,18 @@ def routing_twins(names: list[str], classes: dict, configs: dict) -> dict[str, s
 
 def evaluate_as_twin(run: Run, strategy: ASRTemplate, twin: str, seed: int, step: int):
     """Evaluate the row's trained method with its routing twin's config (another eval_routing) as rows of the
-    twin; the row's own config is put back after. Language-ID routing needs each learned experience's LID
-    profile: recorded now from its training rows, as the method records it when it trains with lid routing."""
+    twin; the row's own config is put back after. Language-ID and learned routing need each learned
+    experience's LID profile or router class: recorded now from its training rows through the plain backbone, as
+    the method records them when it trains with that routing (`record_routing_profile`)."""
     method = strategy.method
     own = method.config
     method.config = run.configs[twin]
     try:
         scenario = run.scenario_of(twin)
         for index in range(method.experiences_trained):
-            if index not in method.lid_profiles:
+            if not method.has_routing_profile(index):
                 data = scenario.benchmark.train_stream[index].dataset
-                method.record_lid_profile(index, [data[i] for i in range(min(len(data), method.lid_rows))])
+                method.record_routing_profile(index, [data[i] for i in range(len(data))])
         return evaluate_pass(strategy, scenario, twin, seed, step)
     finally:
         method.config = own
@@ -594,7 +596,7 @@ def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, m
     method = strategy.method
     return StrategyRun(
         strategy=name, seed=seed, description=run.classes[name].description,
-        config=dataclasses.asdict(run.configs[name]), trainable_params=book["trainable"],
+        config=config_record(run.configs[name]), trainable_params=book["trainable"],
         stored_params_per_experience=method.stored_parameters_per_experience(),
         # the largest checkpoint written after an experience: what the method needs stored to go on
         stored_bytes=book.get("stored_bytes", 0), backbone_params=sum(p.numel() for p in run.pristine.parameters()),

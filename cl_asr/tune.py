@@ -41,7 +41,8 @@ OBJECTIVE = ("mean final error over every dev set (experiences and preservation 
 
 def search_space(config, params: list[str] | None = None) -> dict[str, dict]:
     """field -> {"low", "high", "log"} or {"choices"}: what the config's fields declare searchable (around the
-    config's current values), or only `params` (which must be searchable)."""
+    config's current values; a spec with `only_when_named` only when --params names it), or only `params`
+    (which must be searchable)."""
     fields = {f.name: f for f in dataclasses.fields(config)}
     marked = {n: f.metadata["search"] for n, f in fields.items() if "search" in f.metadata}
     if params:
@@ -50,6 +51,8 @@ def search_space(config, params: list[str] | None = None) -> dict[str, dict]:
             raise ConfigError(f"--params {unknown[0]!r}: not a searchable field of {type(config).__name__} "
                               f"(searchable: {', '.join(marked) or 'none'})")
         marked = {p: marked[p] for p in params}
+    else:  # a field searched only when asked for (lm_weight: fusion is a variant, not every strategy's default)
+        marked = {n: spec for n, spec in marked.items() if not spec.get("only_when_named")}
     space = {}
     for name, spec in marked.items():
         value = getattr(config, name)

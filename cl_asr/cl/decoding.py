@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
 from .. import distributed
@@ -98,9 +99,36 @@ class Decoding:
 
     def memo_key_and_shareable(self, target: Target) -> tuple[tuple, bool]:
         key, shareable = decode_key(self.method, target, self._digests)
-        # the set by its name as well as its place: with --orders, (test, 0) is another set in another order
+        fusion = self.fusion_for(target)
+        # the set by its name as well as its place: with --orders, (test, 0) is another set in another order;
+        # a fused decode by its LM and weight (a plain-model key alone would not tell it from an unfused one)
+        fused = () if fusion is None else (("lm", fusion.lm.digest, fusion.weight),)
         return (*self.memo_context, target.stream, target.index, target.name, target.decode_language,
-                self.max_new_tokens, key), shareable
+                self.max_new_tokens, key, *fused), shareable
+
+    # -- shallow fusion with an experience's n-gram LM (cl_asr/cl/lm_fusion.py) -----------------------------
+    def learn_fusion_lm(self, rows: list[dict]) -> None:
+        """Before training on an experience: its transcripts' LM, kept on the method (checkpointed with it, and
+        seen by the decode memo's key of the strategy's state), used once the experience is trained."""
+        config = self.method.config
+        if getattr(config, "lm_weight", 0.0) <= 0 or self.target.stream != "train":
+            return
+        from .lm_fusion import train_lm
+
+        lms = self.method.__dict__.setdefault("fusion_lms", {})  # only when fusing: others' state is unchanged
+        lms[self.target.index] = train_lm(self.method.tokenizer, [r["text"] for r in rows], config.lm_order)
+
+    def fusion_for(self, target: Target):
+        """The ShallowFusion that decodes `target`, or None: an experience's test set once that experience is
+        trained, with its own LM (the experience identity picks it); never a preservation set."""
+        weight = getattr(self.method.config, "lm_weight", 0.0)
+        lm = getattr(self.method, "fusion_lms", {}).get(target.index) if weight > 0 and target.stream == "test" \
+            else None
+        if lm is None or target.index >= self.method.experiences_trained:
+            return None
+        from .lm_fusion import ShallowFusion
+
+        return ShallowFusion(lm, weight)
 
     def _before_eval(self, **kwargs):
         super()._before_eval(**kwargs)
@@ -119,8 +147,8 @@ class Decoding:
         2.0x as long as 1 x 72). Rows are sorted by audio length so a batch's rows end at similar steps."""
         m = type(self.method)
         if m.route is not Method.route or m.route_batch is not Method.route_batch or m.capabilities.conditioning \
-                or len(experiences) < 2:
-            return {}
+                or len(experiences) < 2 or getattr(self.method.config, "lm_weight", 0.0) > 0:
+            return {}  # (shallow fusion: each set has its own LM, or none)
         pending = []  # (key, target, rows)
         for exp in experiences:
             target = self.target_of(exp)
@@ -215,6 +243,8 @@ class Decoding:
         hyps: list[str] = [""] * feats.shape[0]
         routes: list[str | None] = [None] * feats.shape[0]
         oracle = None
+        fusion = self.fusion_for(target)
+        extra = {} if fusion is None else {"logits_processor": LogitsProcessorList([fusion])}
         for group in self.method.route_batch(target, feats, self.conditioning(self.mbatch)):
             oracle = group.oracle
             with group.route as route, self.autocast():
@@ -225,6 +255,7 @@ class Decoding:
                     task="transcribe",
                     max_new_tokens=self.max_new_tokens,
                     prompt_ids=prompt_ids,
+                    **extra,
                 )
             for row, text, chosen in zip(group.rows, tok.batch_decode(out, skip_special_tokens=True), group.chosen):
                 hyps[row], routes[row] = text, chosen

@@ -140,7 +140,9 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
         self._phase = self.method.phase_for_epoch(0, self.train_epochs) if self.method.capabilities.phases else None
         if self._phase is not None:
             self.method.set_phase(self._phase)
-        self.method.before_experience(self.target, [data[i] for i in range(len(data))])
+        rows = [data[i] for i in range(len(data))]
+        self.method.before_experience(self.target, rows)
+        self.learn_fusion_lm(rows)
         self._stop_training = False  # a previous experience may have been ended by non-finite losses
         super()._before_training_exp(**kwargs)
 

@@ -84,7 +84,7 @@ class BottleneckAdapters(SetRoutedMethod):
 
     def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
         key = self.set_key(target.index)
-        self.record_lid_profile(target.index, rows)
+        self.record_routing_profile(target.index, rows)
         if key not in self.adapter_sets:
             d = self.model.model.config.d_model
             with torch.random.fork_rng():

@@ -62,6 +62,15 @@ class MethodConfig:
         metadata={"help": "training steps with a NaN/inf loss or gradient are skipped and counted; this many in a "
                   "row end the experience's training (recorded in run.json and the report)"},
     )
+    # Decoding-time shallow fusion with an n-gram LM of each experience's training text (cl_asr/cl/lm_fusion.py),
+    # any strategy: `fft[lm_weight=0.3]`. `recorded_when_set`: run.json records the field only when it differs
+    # from its default, so run directories made before the field existed resume and compare unchanged.
+    lm_weight: float = field(default=0.0, metadata={
+        "help": "shallow-fusion weight of an n-gram LM trained on the experience's training transcripts, used when "
+                "decoding that experience's test set once it is trained (0 = off)",
+        "recorded_when_set": True, "search": {"choices": [0.0, 0.1, 0.2, 0.3, 0.5], "only_when_named": True}})
+    lm_order: int = field(default=3, metadata={
+        "help": "the fusion LM's n-gram order (Whisper tokens)", "recorded_when_set": True})
 
     def decoder_prefix_positions(self) -> int:
         """Decoder positions this strategy's own prefix takes before Whisper's (e.g. a decoder prompt's
@@ -76,6 +85,10 @@ class MethodConfig:
             raise ValueError(f"max_nonfinite_in_a_row must be at least 1, got {self.max_nonfinite_in_a_row}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
+        if not math.isfinite(self.lm_weight) or self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be 0 (off) or positive, got {self.lm_weight}")
+        if self.lm_order < 1:
+            raise ValueError(f"lm_order must be at least 1, got {self.lm_order}")
 
 
 @dataclass(frozen=True)
@@ -219,7 +232,7 @@ class RouteGroup:
     oracle: str | None
 
 
-EvalRouting = Literal["oracle", "lid"]
+EvalRouting = Literal["oracle", "lid", "learned"]
 
 
 @dataclass
@@ -233,19 +246,23 @@ class SetRoutedConfig(MethodConfig):
     eval_routing: EvalRouting = field(
         default="oracle",
         metadata={"help": "which parameter set decodes a test utterance: its experience's own (oracle) or the one "
-                  "Whisper's language ID points to (lid, task-agnostic)"})
+                  "Whisper's language ID points to (lid, task-agnostic) or the one a classifier trained on each "
+                  "experience's training audio points to (learned, task-agnostic: cl_asr/methods/learned_router.py)"})
 
 
 class SetRoutedMethod(Method):
     """Its config derives from `SetRoutedConfig` (mode, eval_routing).
 
 A method with one parameter set per experience (or one shared set), chosen at evaluation by the
-    experience identity (`eval_routing: oracle`) or, task-agnostically, by Whisper's language ID (`lid`).
+    experience identity (`eval_routing: oracle`) or, task-agnostically, by Whisper's language ID (`lid`) or by
+    a classifier learned from each experience's training audio (`learned`, cl_asr/methods/learned_router.py).
 
     LID routing: each learned experience keeps its language-ID profile, the frozen model's mean probability
     over Whisper's languages on its training audio; a base language's profile is its one-hot vector. An
     utterance goes to the candidate whose profile is closest (cosine) to its own language-ID distribution;
-    a base language means 'no set'. Subclasses define `set_key`, `activate` and `_set_exists`.
+    a base language means 'no set'. Subclasses define `set_key`, `activate` and `_set_exists`, and call
+    `record_routing_profile(index, rows)` in `before_experience`, while the plain backbone is still what the new
+    set leaves unchanged.
     """
 
     config_class: ClassVar[type] = SetRoutedConfig
@@ -266,7 +283,7 @@ A method with one parameter set per experience (or one shared set), chosen at ev
         raise NotImplementedError
 
     def routes_per_row(self, target: Target) -> bool:
-        return getattr(self.config, "eval_routing", "oracle") == "lid" and target.stream != "train"
+        return getattr(self.config, "eval_routing", "oracle") != "oracle" and target.stream != "train"
 
     # -- oracle routing -----------------------------------------------------------------------------------
     def oracle_key(self, target: Target) -> str | None:
@@ -281,10 +298,45 @@ A method with one parameter set per experience (or one shared set), chosen at ev
     def route(self, target: Target, conditioning: dict | None = None):
         return self.activate(self.oracle_key(target), conditioning)
 
-    # -- language-ID routing ------------------------------------------------------------------------------
-    def record_lid_profile(self, index: int, rows: Sequence[dict]) -> None:
-        if getattr(self.config, "eval_routing", "oracle") == "lid" and rows and self.features_of is not None:
+    # -- task-agnostic routing: language ID, or the learned router -----------------------------------------
+    def record_routing_profile(self, index: int, rows: Sequence[dict]) -> None:
+        """What the routing needs to know of experience `index`, from its training rows through the plain
+        backbone: its language-ID profile (`lid`) or its class in the learned router (`learned`). Nothing for
+        oracle routing, and nothing twice (a routing twin records it after the training, cl_asr/runner.py)."""
+        routing = getattr(self.config, "eval_routing", "oracle")
+        if not rows or self.features_of is None or self.has_routing_profile(index):
+            return
+        if routing == "lid":
             self.lid_profiles[index] = self.language_distribution(rows).mean(dim=0)
+        elif routing == "learned":
+            from .learned_router import StreamingLDARouter
+
+            if getattr(self, "learned_router", None) is None:  # made only when used: others' state is unchanged
+                self.learned_router = StreamingLDARouter()
+            self.learned_router.add(self.set_key(index), index, self.speech_features(rows))
+
+    def has_routing_profile(self, index: int) -> bool:
+        routing = getattr(self.config, "eval_routing", "oracle")
+        if routing == "lid":
+            return index in self.lid_profiles
+        if routing == "learned":
+            router = getattr(self, "learned_router", None)
+            return router is not None and index in router.experiences
+        return True
+
+    def speech_features(self, rows_or_features, batch: int = 16) -> torch.Tensor:
+        """[N, d] the plain backbone's encoder output averaged over speech frames (the learned router's input)."""
+        from .learned_router import speech_frame_features
+
+        if torch.is_tensor(rows_or_features):
+            with self.activate(None):
+                return speech_frame_features(self.model, rows_or_features)
+        rows = list(rows_or_features)
+        parts = []
+        with self.activate(None):
+            for i in range(0, len(rows), batch):
+                parts.append(speech_frame_features(self.model, self.features_of(rows[i: i + batch])))
+        return torch.cat(parts)
 
     def language_distribution(self, rows_or_features) -> torch.Tensor:
         """[N, n_languages] language-ID probabilities of the plain backbone (no set active)."""
@@ -315,8 +367,14 @@ A method with one parameter set per experience (or one shared set), chosen at ev
                     conditioning: dict | None = None) -> list[RouteGroup]:
         oracle = self.oracle_key(target)
         n = input_features.shape[0]
-        if target.stream == "train" or getattr(self.config, "eval_routing", "oracle") == "oracle":
+        routing = getattr(self.config, "eval_routing", "oracle")
+        if target.stream == "train" or routing == "oracle":
             return [RouteGroup(list(range(n)), self.activate(oracle, conditioning), [oracle] * n, oracle)]
+        if routing == "learned":
+            router = getattr(self, "learned_router", None)
+            keys = [] if router is None else router.keys_learned(self.experiences_trained)
+            chosen = router.route(self.speech_features(input_features), keys) if keys else [None] * n
+            return self._groups(chosen, conditioning, oracle)
         candidates = self.lid_candidates()
         if not candidates:
             raise RuntimeError(f"{self.name}: eval_routing 'lid' needs base languages or learned experiences")
@@ -324,6 +382,10 @@ A method with one parameter set per experience (or one shared set), chosen at ev
         profiles = torch.stack([p for _, p in candidates])
         scores = torch.nn.functional.normalize(probs, dim=-1) @ torch.nn.functional.normalize(profiles, dim=-1).T
         chosen = [candidates[i][0] for i in scores.argmax(dim=-1).tolist()]
+        return self._groups(chosen, conditioning, oracle)
+
+    def _groups(self, chosen: list[str | None], conditioning: dict | None, oracle: str | None) -> list[RouteGroup]:
+        """Rows that chose the same set, decoded together under it."""
         groups = []
         for key in dict.fromkeys(chosen):  # first-seen order, deterministic
             rows = [i for i, k in enumerate(chosen) if k == key]

@@ -56,7 +56,7 @@ class LoRA(SetRoutedMethod):
 
     def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
         key = self.set_key(target.index)
-        self.record_lid_profile(target.index, rows)  # before the new adapter exists: the plain model's view
+        self.record_routing_profile(target.index, rows)  # before the new adapter exists: the plain model's view
         if key not in self.adapters:
             from peft.tuners.lora import LoraModel
 

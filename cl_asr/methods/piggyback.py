@@ -151,7 +151,7 @@ class Piggyback(SetRoutedMethod):
     # -- mask sets -------------------------------------------------------------------------------------------
     def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
         key = self.set_key(target.index)
-        self.record_lid_profile(target.index, rows)
+        self.record_routing_profile(target.index, rows)
         if key not in self.mask_sets and key not in self.binary_sets:
             self.mask_sets[key] = nn.ParameterDict({
                 self.slot(m, p): nn.Parameter(torch.full_like(self._tensor(m, p), self.config.mask_init,

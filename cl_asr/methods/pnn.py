@@ -120,7 +120,7 @@ class ProgressiveNetworks(SetRoutedMethod):
 
     def before_experience(self, target: Target, rows: Sequence[dict] = ()) -> None:
         key = self.set_key(target.index)
-        self.record_lid_profile(target.index, rows)
+        self.record_routing_profile(target.index, rows)
         if key not in self.columns:
             self.columns[key] = self._new_column(target.index)
         self.columns[key].requires_grad_(True)

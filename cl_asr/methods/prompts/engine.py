@@ -407,7 +407,7 @@ class SoftPromptMethod(SetRoutedMethod):
         if key not in self.prompt_sets:
             self.prompt_sets[key] = self._new_prompt_set(target, [r["text"] for r in rows])
         self._training_key = key
-        self.record_lid_profile(target.index, rows)
+        self.record_routing_profile(target.index, rows)
 
     def after_experience(self, target: Target) -> None:
         key = self._training_key

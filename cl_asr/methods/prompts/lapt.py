@@ -92,7 +92,7 @@ class LanguageAwarePrompt(SoftPromptMethod):
         if self.config.eval_routing == "lid" and target.index in self.lid_distributions:
             self.lid_profiles[target.index] = self.lid_distributions[target.index]  # same LID pass: reuse it
         else:
-            self.record_lid_profile(target.index, rows)
+            self.record_routing_profile(target.index, rows)
 
     def _most_similar(self, target: Target, rows: Sequence[dict]) -> tuple[str, str | None]:
         """(language name, experience key or None for a base language) closest by language ID."""
