@@ -195,6 +195,7 @@ def _list(args) -> int:
         print("  [eval_routing=learned]  task-agnostic routing by a classifier learned from each experience's audio")
         print(f"                          (both: set-per-experience strategies, {', '.join(routed)})")
         print("  [lm_weight=0.3]         shallow fusion with an n-gram LM of the experience's text (every strategy)")
+        print("  [language_token=new]    CL-MASR's protocol: a new decoder token per unseen language (every strategy)")
     return 0
 
 

@@ -29,6 +29,7 @@ from .backbones import cache_dir, check_backbone_spec, load_backbone
 from .backbones.window import set_encoder_window, window_feature_extractor
 from .config import config_record
 from .checkpoints import load_checkpoint, pristine_names, save_checkpoint, set_rng_state
+from .cl import language_tokens
 from .cl.collate import ASRCollator
 from .cl.encoder_cache import EncoderCache
 from .cl.resources import PeakMemory
@@ -497,6 +498,7 @@ def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path, riders: lis
         method = run.classes[name](run.configs[name], copy.deepcopy(run.pristine), run.tokenizer, seed=seed,
                                    base_languages=run.base_languages, features_of=run.features_of)
         pristine_of = pristine_names(method, run.pristine)
+        language_tokens.attach(method, run.scenario_of(name))  # [language_token=new]: before setup wraps the model
         method.setup()
         book = {"config": config, "train_seconds": [], "eval_seconds": 0.0, "trainable": 0,
                 "decodes": {"computed": 0, "reused": 0, "not_shareable": 0}, "peak_memory_mb": 0.0, "faults": [],
@@ -508,6 +510,7 @@ def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path, riders: lis
     last = ckpt["done_steps"][-1]
     log(f"strategy {name} (seed {seed}): resumed from its checkpoint after "
         f"{'the evaluation before training' if last < 0 else run.scenario_of(name).experience_names[last]}")
+    language_tokens.attach(ckpt["method"], run.scenario_of(name))  # the shared tokenizer learns its tokens again
     return ckpt["method"], ckpt["book"], list(ckpt["done_steps"]), pristine_of
 
 
@@ -597,7 +600,7 @@ def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, m
     return StrategyRun(
         strategy=name, seed=seed, description=run.classes[name].description,
         config=config_record(run.configs[name]), trainable_params=book["trainable"],
-        stored_params_per_experience=method.stored_parameters_per_experience(),
+        stored_params_per_experience=method.stored_parameters_per_experience() + language_tokens.stored_extra(method),
         # the largest checkpoint written after an experience: what the method needs stored to go on
         stored_bytes=book.get("stored_bytes", 0), backbone_params=sum(p.numel() for p in run.pristine.parameters()),
         train_seconds=round(sum(book["train_seconds"]), 2),

@@ -46,7 +46,7 @@ class GradientSum(SupervisedPlugin, supports_distributed=True):
     """Before the optimiser step: the whole batch's gradient on every process, or a skip everywhere."""
 
     def before_update(self, strategy, **kwargs):
-        strategy.skip_update = distributed.sum_gradients(strategy.method.trainable_parameters(),
+        strategy.skip_update = distributed.sum_gradients(strategy.trained_parameters(),
                                                          strategy.labelled_tokens, strategy.skip_update)
 
 

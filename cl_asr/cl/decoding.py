@@ -106,6 +106,12 @@ class Decoding:
         return (*self.memo_context, target.stream, target.index, target.name, target.decode_language,
                 self.max_new_tokens, key, *fused), shareable
 
+    def decode_language_of(self, target: Target) -> str:
+        """The language `generate` is given: the scenario's decode language, or the language's own new token
+        (`language_token: new`, cl_asr/cl/language_tokens.py), which Whisper's generate takes as `<|xx|>`."""
+        new_ids = getattr(self.method, "new_language_ids", None)
+        return f"<|{target.language}|>" if new_ids and target.language in new_ids else target.decode_language
+
     # -- shallow fusion with an experience's n-gram LM (cl_asr/cl/lm_fusion.py) -----------------------------
     def learn_fusion_lm(self, rows: list[dict]) -> None:
         """Before training on an experience: its transcripts' LM, kept on the method (checkpointed with it, and
@@ -171,7 +177,7 @@ class Decoding:
             chosen = order[first: first + self.eval_mb_size]
             batch = self.collator([flat[i][1] for i in chosen])
             feats = batch["input_features"].to(self.device)
-            languages = [pending[flat[i][0]][1].decode_language for i in chosen]
+            languages = [self.decode_language_of(pending[flat[i][0]][1]) for i in chosen]
             with self.autocast(), torch.inference_mode():
                 out = self.model.generate(**self._audio_inputs(feats), language=languages, task="transcribe",
                                           max_new_tokens=self.max_new_tokens)
@@ -251,7 +257,7 @@ class Decoding:
                 prompt_ids = torch.tensor(route.decoder_prefix, device=self.device) if route.decoder_prefix else None
                 out = self.model.generate(
                     **self._audio_inputs(feats[group.rows]),
-                    language=target.decode_language,
+                    language=self.decode_language_of(target),
                     task="transcribe",
                     max_new_tokens=self.max_new_tokens,
                     prompt_ids=prompt_ids,

@@ -19,24 +19,23 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from avalanche.core import SupervisedPlugin
-from avalanche.logging import BaseLogger
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch.autograd.graph import increment_version
-from tqdm.auto import tqdm
 from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.optimization import get_scheduler
 
 from .. import distributed
 from ..core import Target
 from ..methods.base import Method
+from . import language_tokens
 from .collate import IGNORE, ASRCollator, with_prefix
 from .data_parallel import DataParallel
 from .decoding import DecodeMemo, Decoding
 from .encoder_cache import EncoderCache
 from .fingerprint import Digests
 from .nonfinite import NonFiniteSteps
+from .progress import NoLogger, TrainingProgress
 
 
 @dataclass
@@ -49,30 +48,6 @@ class StepInputs:
     model_inputs: dict
     decoder_input_ids: torch.Tensor
     labels: torch.Tensor
-
-
-class _Progress(SupervisedPlugin, supports_distributed=True):
-    """A tqdm bar per training experience, showing the running loss."""
-
-    def __init__(self, enabled: bool):
-        super().__init__()
-        self.enabled, self.bar = enabled, None
-
-    def before_training_exp(self, strategy, **kwargs):
-        total = strategy.train_epochs * len(strategy.dataloader)
-        self.bar = tqdm(total=total, desc=f"train {strategy.method.name} on {strategy.target.name}",
-                        unit="step", disable=not self.enabled, leave=False)
-
-    def after_training_iteration(self, strategy, **kwargs):
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{strategy.loss.item():.3f}")
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.bar.close()
-
-
-class _NoLogger(BaseLogger):  # results are written by the runner; an empty logger list makes Avalanche warn
-    pass
 
 
 class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
@@ -108,10 +83,10 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
             model=method.model, optimizer=placeholder, train_mb_size=train_mb_size, train_epochs=train_epochs,
             eval_mb_size=eval_mb_size, device=device,
             # NonFiniteSteps last: it judges the loss after every plugin's terms (EWC's penalty, LwF's distillation)
-            plugins=[_Progress(progress), *self.data_parallel_plugins(), *method.plugins(), *(plugins or []),
+            plugins=[TrainingProgress(progress), *self.data_parallel_plugins(), *method.plugins(), *(plugins or []),
                      self.nonfinite],
             # Avalanche allows loggers in the main process only (cl_asr.distributed)
-            evaluator=EvaluationPlugin(loggers=[_NoLogger()] if distributed.is_main() else []),
+            evaluator=EvaluationPlugin(loggers=[NoLogger()] if distributed.is_main() else []),
         )
 
     @property
@@ -133,6 +108,10 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
 
     def _unpack_minibatch(self):
         self.mbatch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.mbatch.items()}
+        self.mbatch = language_tokens.with_new_tokens(self.mbatch, self.method)  # [language_token=new]
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:  # the method's, plus a new language token's row
+        return language_tokens.trained_parameters(self.method, self.target if self.is_training else None)
 
     def _before_training_exp(self, **kwargs):
         # First: the method may create (and initialise from the data) the parameters to optimise.
@@ -165,15 +144,16 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     def make_optimizer(self, **kwargs):
-        params = self.method.trainable_parameters()
+        params = self.trained_parameters()
         if not params:
             raise RuntimeError(f"strategy {self.method.name!r} has nothing to train for {self.target.name}")
         cfg = self.method.config
         # fused: one kernel per step instead of a loop over tensors (2.5x faster on FFT's 72M weights on CPU)
         fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
         self._fused_params = params if fused else []
-        self.optimizer = torch.optim.AdamW(self.method.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                           fused=fused or None)
+        extra = params[len(self.method.trainable_parameters()):]  # a new language token's row
+        self.optimizer = torch.optim.AdamW([*self.method.param_groups(), *([{"params": extra}] if extra else [])],
+                                           lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
         self.last_trainable = sum(p.numel() for p in params)
         self.scheduler = None
         if cfg.schedule == "linear":  # transformers' linear warm-up then linear decay to zero
@@ -229,7 +209,7 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
             super().backward()
 
     def optimizer_step(self):
-        params = self.method.trainable_parameters()
+        params = self.trained_parameters()
         if not self.skip_update:
             if self.method.config.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(params, self.method.config.grad_clip)

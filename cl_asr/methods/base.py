@@ -71,6 +71,11 @@ class MethodConfig:
         "recorded_when_set": True, "search": {"choices": [0.0, 0.1, 0.2, 0.3, 0.5], "only_when_named": True}})
     lm_order: int = field(default=3, metadata={
         "help": "the fusion LM's n-gram order (Whisper tokens)", "recorded_when_set": True})
+    language_token: Literal["borrowed", "new", "new_copied"] = field(default="borrowed", metadata={
+        "help": "an unseen language's decoder token: borrowed (the scenario's decode_language, default), or a new "
+                "token of its own, CL-MASR's protocol, initialised at random (new) or from the borrowed token's "
+                "embedding (new_copied); its row trains with the experience (cl_asr/cl/language_tokens.py)",
+        "recorded_when_set": True})
 
     def decoder_prefix_positions(self) -> int:
         """Decoder positions this strategy's own prefix takes before Whisper's (e.g. a decoder prompt's
