@@ -33,9 +33,9 @@ from .agem import by_modality, memory_size
 @dataclass
 class DERConfig(MethodConfig):
     alpha: float = field(default=1.0, metadata={"help": "weight of the MSE between the logits on buffer utterances "
-                                                        "and their stored logits"})
+                                                        "and their stored logits", "search": {"log_factor": 10}})
     beta: float = field(default=0.5, metadata={"help": "weight of the cross-entropy on buffer utterances' labels "
-                                                       "(DER++; 0 gives DER)"})
+                                                       "(DER++; 0 gives DER)", "search": {"log_factor": 10}})
     memory_ratio: float = field(
         default=0.1, metadata={"help": "utterances stored per learned experience, with their logits, as a share of its "
                                        "training set (at least one)"})

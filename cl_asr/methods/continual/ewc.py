@@ -14,7 +14,7 @@ from ..fft import FullFineTuning
 
 @dataclass
 class EWCConfig(MethodConfig):
-    ewc_lambda: float = field(default=1.0, metadata={"help": "penalty weight on the mean-normalised Fisher"})
+    ewc_lambda: float = field(default=1.0, metadata={"help": "penalty weight on the mean-normalised Fisher", "search": {"log_factor": 10}})
     decay: float = field(default=1.0, metadata={"help": "online EWC: old importance is multiplied by this before "
                                                         "the new experience's is added"})
 

@@ -15,7 +15,7 @@ from ..fft import FullFineTuning
 
 @dataclass
 class LwFConfig(MethodConfig):
-    alpha: float = field(default=1.0, metadata={"help": "weight of the distillation term"})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the distillation term", "search": {"log_factor": 10}})
     temperature: float = field(default=2.0, metadata={"help": "softmax temperature of the distillation"})
 
     def __post_init__(self):

@@ -33,7 +33,8 @@ from .der import logits_at_labels
 
 @dataclass
 class MASConfig(MethodConfig):
-    mas_lambda: float = field(default=1.0, metadata={"help": "penalty weight: lambda * sum Omega (theta - theta*)^2"})
+    mas_lambda: float = field(default=1.0, metadata={"help": "penalty weight: lambda * sum Omega (theta - theta*)^2",
+                                                    "search": {"log_factor": 10}})
     alpha: float = field(default=0.5, metadata={"help": "merge of importances over experiences: alpha * old + "
                                                         "(1 - alpha) * new"})
     normalize: bool = field(
