@@ -288,7 +288,10 @@ A method with one parameter set per experience (or one shared set), chosen at ev
         raise NotImplementedError
 
     def routes_per_row(self, target: Target) -> bool:
-        return getattr(self.config, "eval_routing", "oracle") != "oracle" and target.stream != "train"
+        # before any experience is trained there is no set to route to (lid: only base-language candidates;
+        # learned: no class): every row gets the plain backbone, a decode the memo may share
+        return getattr(self.config, "eval_routing", "oracle") != "oracle" and target.stream != "train" \
+            and self.experiences_trained > 0
 
     # -- oracle routing -----------------------------------------------------------------------------------
     def oracle_key(self, target: Target) -> str | None:
