@@ -8,8 +8,9 @@ the strategies (variants too: README "Variants and profile overrides") and seed 
 same set): the sets must hold the same reference transcripts in the same order (else the data differ and
 nothing is compared), then every hypothesis and every result figure is checked for equality. Utterance ids are
 not compared (older runs named sets shared across scenarios after the scenario that first synthesised them). It
-prints one line per strategy and exits 0 only if everything is identical: this is the check behind README
-"Reproducibility". Where something differs it also says where the fresh avg_error falls against the committed
+prints one line per strategy and exits 0 only if everything is identical, the strategies' configs included (the
+fresh run takes today's defaults: a config that changed since, e.g. a tuned learning rate, is named key by key):
+this is the check behind README "Reproducibility". Where something differs it also says where the fresh avg_error falls against the committed
 report's 95% interval for that strategy.
 """
 from __future__ import annotations
@@ -114,7 +115,23 @@ def main() -> int:
         print("running:", " ".join(command[1:]), flush=True)
         if subprocess.run(command, cwd=REPO).returncode != 0:
             return 2
-    return 0 if compare(args.run_dir, out, strategies, args.seed) else 1
+    same_configs = configs_match(cfg, json.loads((out / "run.json").read_text(encoding="utf-8"))["config"], strategies)
+    return 0 if compare(args.run_dir, out, strategies, args.seed) and same_configs else 1
+
+
+def configs_match(committed: dict, fresh: dict, strategies: list[str]) -> bool:
+    """Whether each strategy ran with the config the committed run recorded: the fresh run takes today's
+    defaults (baselines/, tuned/), which a later commit may have changed; a difference is named, key by key."""
+    same = True
+    for name in strategies:
+        old, new = (committed.get("strategies") or {}).get(name), (fresh.get("strategies") or {}).get(name)
+        if old is None or new is None or old == new:
+            continue
+        same = False
+        keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+        print(f"{name}: config differs from the committed run's (today's defaults): " +
+              "; ".join(f"{k}: committed {old.get(k)!r}, here {new.get(k)!r}" for k in keys))
+    return same
 
 
 if __name__ == "__main__":
