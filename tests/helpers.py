@@ -42,3 +42,11 @@ def write_common_voice_split(root, split, rows):
         sf.write(str(base / "clips" / clip), (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16_000)
         lines.append(f"{client}\t{clip}\t{sentence}")
     (base / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def strategy_rows(out, name, what="results"):
+    """One strategy's rows of a run directory's results.jsonl (or predictions.jsonl), in file order."""
+    import json
+
+    lines = (Path(out) / f"{what}.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["strategy"] == name]

@@ -10,6 +10,7 @@ import torch
 from cl_asr import runner
 from cl_asr.cl.language_tokens import ExtendedEmbedding, install, trained_row
 from cl_asr.cli import main
+from helpers import strategy_rows
 
 MICRO = ["run", "--scenario", "languages", "--profile", "micro", "--no-progress", "--no-report", "--set", "n_train=2"]
 
@@ -58,9 +59,6 @@ def test_generate_takes_the_new_token_as_the_language(model_and_tokenizer):
     assert out[0, :3].tolist() == [sot, ids["eo"], transcribe]  # the forced prefix holds the new token
 
 
-def _rows(out, name, what="results"):
-    return [r for r in map(json.loads, (out / f"{what}.jsonl").read_text().splitlines()) if r["strategy"] == name]
-
 
 @pytest.fixture(scope="module")
 def token_run(tmp_path_factory):
@@ -75,7 +73,7 @@ def test_a_frozen_backbone_strategy_trains_and_stores_the_row(token_run):
     new = records["lora[language_token=new]"]
     assert new["trainable_params"] == records["lora"]["trainable_params"] + d_model_of(token_run)
     assert new["stored_params_per_experience"] == records["lora"]["stored_params_per_experience"] + d_model_of(token_run)
-    assert _rows(token_run, "lora[language_token=new]", "predictions") != _rows(token_run, "lora", "predictions")
+    assert strategy_rows(token_run, "lora[language_token=new]", "predictions") != strategy_rows(token_run, "lora", "predictions")
     fft = records["fft[language_token=new_copied]"]
     assert fft["stored_params_per_experience"] == fft["backbone_params"] + 3 * d_model_of(token_run)
 
@@ -102,4 +100,4 @@ def test_a_run_with_new_tokens_resumes_as_if_uninterrupted(token_run, tmp_path, 
     assert main(args) == 1
     assert main(args) == 0
     for what in ("results", "predictions"):
-        assert _rows(out, "lora[language_token=new]", what) == _rows(token_run, "lora[language_token=new]", what)
+        assert strategy_rows(out, "lora[language_token=new]", what) == strategy_rows(token_run, "lora[language_token=new]", what)

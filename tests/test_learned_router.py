@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cl_asr.cli import main
+from helpers import strategy_rows
 from cl_asr.methods import learned_router
 from cl_asr.methods.learned_router import StreamingLDARouter, speech_frame_features
 
@@ -81,9 +82,6 @@ def test_speech_features_average_the_speech_frames_only(tiny):
     torch.testing.assert_close(out[1], states[1].float().mean(dim=0), rtol=1e-5, atol=1e-5)  # all floor: every frame
 
 
-def _rows(out, name, what="results"):
-    return [r for r in map(json.loads, (out / f"{what}.jsonl").read_text().splitlines()) if r["strategy"] == name]
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -96,8 +94,8 @@ def runs(tmp_path_factory):
 def test_learned_routing_runs_as_a_twin_and_equals_training_it_alone(runs):
     pair, alone = runs / "pair", runs / "alone"
     for what in ("results", "predictions"):
-        assert _rows(pair, TWIN, what) == _rows(alone, TWIN, what)
-    rows = _rows(pair, TWIN)
+        assert strategy_rows(pair, TWIN, what) == strategy_rows(alone, TWIN, what)
+    rows = strategy_rows(pair, TWIN)
     assert rows and {r["routing"] for r in rows} == {"learned"}
     records = {r["strategy"]: r for r in json.loads((pair / "run.json").read_text())["strategy_runs"]}
     assert records[TWIN]["info"]["evaluated_from"] == "spt_decoder"
@@ -111,5 +109,5 @@ def test_learned_routing_runs_as_a_twin_and_equals_training_it_alone(runs):
 def test_every_set_per_experience_family_routes_with_the_learned_router(strategy, tmp_path):
     name = f"{strategy}[eval_routing=learned]"
     assert main([*MICRO, "--strategies", name, "--out", str(tmp_path / "run")]) == 0
-    rows = _rows(tmp_path / "run", name)
+    rows = strategy_rows(tmp_path / "run", name)
     assert rows and {r["routing"] for r in rows} == {"learned"}

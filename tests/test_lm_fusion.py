@@ -9,6 +9,7 @@ import torch
 
 from cl_asr.cl.lm_fusion import DISCOUNT, NGramLM, ShallowFusion, train_lm
 from cl_asr.cli import main
+from helpers import strategy_rows
 from cl_asr.config import config_record
 from cl_asr.methods import method_config
 from cl_asr.tune import search_space
@@ -70,9 +71,6 @@ def test_fusion_fields_are_validated_recorded_only_when_set_and_searched_only_wh
     assert search_space(config, ["lm_weight"]) == {"lm_weight": {"choices": [0.0, 0.1, 0.2, 0.3, 0.5]}}
 
 
-def _rows(out, name, what="results"):
-    return [r for r in map(json.loads, (out / f"{what}.jsonl").read_text().splitlines()) if r["strategy"] == name]
-
 
 @pytest.fixture(scope="module")
 def fused_run(tmp_path_factory):
@@ -82,8 +80,8 @@ def fused_run(tmp_path_factory):
 
 
 def test_fusion_changes_only_the_learned_experiences_test_sets(fused_run):
-    plain = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in _rows(fused_run, "fft", "predictions")}
-    fused = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in _rows(fused_run, "fft[lm_weight=2.0]",
+    plain = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in strategy_rows(fused_run, "fft", "predictions")}
+    fused = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in strategy_rows(fused_run, "fft[lm_weight=2.0]",
                                                                             "predictions")}
     assert plain.keys() == fused.keys()
     experiences = ["eo", "ia", "ga"]
