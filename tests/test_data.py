@@ -86,6 +86,16 @@ def test_sentence_bank_has_enough_distinct_sentences_and_disjoint_splits():
         assert split_sentences(lang, 40) == (train, test)  # fixed, independent of any run seed
 
 
+def test_noisy_voice_variants_give_the_same_audio_in_every_fresh_process():
+    # f2 and f3 add breath noise from espeak-ng's random generator, which it seeds from the clock; tts seeds it
+    # per utterance, so a corpus synthesised on another machine (or after a cache loss) is the same corpus
+    items = [(text, Voice("eo", v, 150, 50)) for v in ("f2", "f3") for text in load_sentences("eo")[:2]]
+    first, second = corpus_mod.speak_in_fresh_process(items), corpus_mod.speak_in_fresh_process(items)
+    for (text, voice), a, b in zip(items, first, second):
+        assert a.shape == b.shape and np.array_equal(a, b), (voice, text)
+    assert not np.array_equal(first[0][:1000], first[1][:1000])  # different utterances, different audio
+
+
 def test_corpus_is_built_once_then_read_from_cache(isolated_cache, monkeypatch):
     calls = []
     real = corpus_mod.speak_in_fresh_process

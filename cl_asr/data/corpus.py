@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from .tts import SAMPLE_RATE, Voice, synthesize
 
-CORPUS_FORMAT_VERSION = 2  # bump when the synthesis recipe changes, to invalidate old caches
+CORPUS_FORMAT_VERSION = 3  # bump when the synthesis recipe changes, to invalidate old caches
 # 2: each corpus synthesised in a fresh process (version 1 audio depended on earlier calls in the process)
+# 3: espeak-ng's noise seeded per utterance (tts.noise_seed): f2/f3 audio the same on every machine
 
 
 # espeak-ng voice for a language code where the two differ

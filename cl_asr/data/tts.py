@@ -4,12 +4,17 @@ A minimal ctypes binding: espeak_Initialize in synchronous mode, a callback that
 SetVoiceByName / SetParameter / Synth. espeak-ng is not thread-safe (concurrent calls crash the process
 with a double free; docs/whisper.md, "Synthetic speech: espeak-ng"), so every call goes through one
 module-level lock. Output is 22,050 Hz; we resample to 16 kHz.
-Output is not bit-identical between calls inside one process: callers cache synthesised audio by content.
+Some voice variants (f2 and f3: their `breath` line) mix in noise from espeak-ng's random generator, which it
+seeds from the clock: the same text gave different audio on every synthesis, so a corpus made on another
+machine differed and a run could not be resumed there. Each synthesis therefore seeds that generator
+(espeak_ng_SetRandSeed) from the text and voice: the same (text, voice) gives the same audio in any process and
+in any order, and different utterances still get different noise.
 """
 from __future__ import annotations
 
 import ctypes
 import threading
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +65,8 @@ class _Engine:
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self.lib.espeak_ng_SetRandSeed.restype = None
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
             ctypes.c_void_p, ctypes.c_void_p,
@@ -85,6 +92,7 @@ class _Engine:
         # Rate and pitch only after choosing the voice: choosing a voice resets them.
         self.lib.espeak_SetParameter(_ESPEAK_RATE, int(voice.rate), 0)
         self.lib.espeak_SetParameter(_ESPEAK_PITCH, int(voice.pitch), 0)
+        self.lib.espeak_ng_SetRandSeed(noise_seed(text, voice))
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
         status = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
@@ -94,6 +102,11 @@ class _Engine:
         if not self._chunks:
             raise SynthesisError(f"espeak-ng produced no audio for {voice.speaker_id}: {text!r}")
         return np.concatenate(self._chunks)
+
+
+def noise_seed(text: str, voice: Voice) -> int:
+    """The seed of espeak-ng's noise for one utterance: a function of what is said and by whom, nothing else."""
+    return zlib.crc32(f"{voice.speaker_id}\n{text}".encode())
 
 
 @lru_cache(maxsize=1)
