@@ -145,6 +145,9 @@ def tune(req: TuneRequest) -> Path:
             study_name=name, direction="minimize", load_if_exists=True,
             storage=f"sqlite:///{(out / f'{name}.db').resolve()}",
             sampler=optuna.samplers.TPESampler(seed=req.seed))
+        # a new machine: the study's database (never committed) is gone, or holds only failed trials; its record is not
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            _recover_trials(study, req.write or tuned_path(scenario_name), req.profile, name, spaces[name])
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         # A resumed search's sampler is seeded past the trials it has: seeded as at the start, it would propose
         # the first trials' values again (TPE's random start-up draws come first). Deterministic either way.
@@ -188,6 +191,29 @@ def tune(req: TuneRequest) -> Path:
         # written as each study ends: a long search stopped later keeps the winners it has
         path = write_tuned(path, req.profile, {name: chosen[name]})
     return path
+
+
+def _recover_trials(study, path: Path, profile: str, name: str, space: dict) -> None:
+    """Refill an empty study from the tuned-defaults file's record of it (its trials' values and dev errors), so
+    that a search finished on another machine is not run again. Only a record of the same search space counts.
+    More trials than the record holds would run on this machine's corpora: the trials' run directory then refuses
+    data other than what its committed trials ran on (cl_asr/run_dir.py), rather than mixing them."""
+    import optuna
+
+    from .tuned_defaults import read_tuned_file
+
+    path = Path(path)
+    entry = ((read_tuned_file(path).get("profiles") or {}).get(profile) or {}).get(name) if path.is_file() else None
+    prov = (entry or {}).get("provenance") or {}
+    if not prov.get("all_trials") or prov.get("search_space") != space:
+        return
+    distributions = {k: optuna.distributions.CategoricalDistribution(spec["choices"]) if "choices" in spec else
+                     optuna.distributions.FloatDistribution(spec["low"], spec["high"], log=spec["log"])
+                     for k, spec in space.items()}
+    for trial in prov["all_trials"]:
+        study.add_trial(optuna.trial.create_trial(params=trial["values"], distributions=distributions,
+                                                  value=trial["dev_error"]))
+    log(f"tune {name}: {len(prov['all_trials'])} trials recovered from {path} (its study database is not here)")
 
 
 def _same_trials(path: Path, profile: str, name: str, record: dict) -> bool:

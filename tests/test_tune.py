@@ -69,6 +69,14 @@ def test_tune_searches_on_dev_sets_only_resumes_and_writes_the_tuned_defaults(tm
     out_text = capsys.readouterr().out
     assert "2 of 2 trials done" in out_text and "no new trial" in out_text  # its record (commit, date) is kept
 
+    # on another machine (no study database, other corpora): the committed record stands, no trial is run
+    for db in out.glob("*.db"):
+        db.unlink()
+    monkeypatch.setattr("cl_asr.runner.run_benchmark", lambda req: pytest.fail("a trial ran again"))
+    assert main(args) == 0
+    assert yaml.safe_load((tuned_dir / "languages.yaml").read_text())["profiles"]["micro"]["spt_decoder"] == entry
+    assert "2 trials recovered from" in capsys.readouterr().out
+
     # later runs of this scenario and profile take the tuned value (and nothing else does)
     assert method_config("spt_decoder", "micro", 4, scenario="languages").lr == entry["config"]["lr"]
     assert method_config("spt_decoder", "quick", None, scenario="languages").lr == 3e-2
