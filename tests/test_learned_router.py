@@ -21,7 +21,10 @@ def _clusters(d=16, n=40, seed=0):
     return [c + torch.randn(n, d, generator=g) for c in centres]
 
 
-def test_the_router_routes_to_the_nearest_learned_class_and_rejects_what_is_far_from_all():
+def test_the_router_routes_to_the_nearest_learned_class_and_rejects_what_is_far_from_all(monkeypatch):
+    # a factor of 3 on an unseen utterance's typical distance: every held-out row of a learned class is inside
+    # (at the calibrated 1.0 about a third of an isotropic class is not; see the next tests)
+    monkeypatch.setattr(learned_router, "REJECT_FACTOR", 3.0)
     train, held_out = _clusters(seed=0), _clusters(seed=1)
     router = StreamingLDARouter()
     for i, x in enumerate(train[:3]):
@@ -53,7 +56,8 @@ def test_what_the_router_stores_in_closed_form():
     router = StreamingLDARouter()
     for i, x in enumerate(_clusters(d)[:k]):
         router.add(str(i), i, x)
-    assert router.stored_numbers() == k * (d + 1) + d * d  # a sum and a count per class, one d x d outer sum
+    # a sum and a count per class, one d x d outer sum, the held-out inflation
+    assert router.stored_numbers() == k * (d + 1) + d * d + 1
 
 
 def test_the_rejection_threshold_follows_the_factor():
@@ -69,6 +73,24 @@ def test_the_rejection_threshold_follows_the_factor():
         assert router.route(between, ["0"]) == [None] * len(between)
     finally:
         learned_router.REJECT_FACTOR = old
+
+
+def test_the_threshold_is_an_unseen_utterances_distance_not_the_in_sample_one():
+    # 40 training rows in 64 dimensions: in-sample distances are smaller than an unseen utterance's, so a threshold
+    # on them rejects much of the class's own new utterances (the first experience's, in a real stream)
+    g = torch.Generator().manual_seed(0)
+    scales = torch.logspace(0, -2, 64)
+    train, unseen = torch.randn(40, 64, generator=g) * scales, torch.randn(200, 64, generator=g) * scales
+    router = StreamingLDARouter()
+    router.add("0", 0, train)
+    accepted = lambda: sum(r == "0" for r in router.route(unseen, ["0"])) / len(unseen)  # noqa: E731
+    assert learned_router.REJECT_FACTOR == 1.0 and router.inflation > 1.3
+    assert accepted() > 0.6
+    router.inflation = 1.0  # the in-sample distance alone
+    assert accepted() < 0.4
+    small = StreamingLDARouter()
+    small.add("0", 0, train[:9])  # under two rows per held-out fold: nothing to measure, no inflation
+    assert small.inflation == 1.0
 
 
 def test_speech_features_average_the_speech_frames_only(tiny):

@@ -5,10 +5,13 @@ routing's view of the same utterances.
     python tools/router_calibration.py [--scenario languages] [--profile quick]
         [--shrinkage 0.1,0.3,0.5,0.7,0.9] [--reject 1.5,2,3,5,10]
 
-The router learns every experience from its training rows (features of the plain backbone, as a run does after
-the last experience) and routes each dev utterance: an experience's dev set is routed right when it goes to that
-experience, a preservation (base-language) dev set when it goes to no set. Printed: accuracy per set and the
-mean over sets, per setting; the constants in learned_router.py are the best mean (ties: the smaller factor).
+At every position of the stream (after experience 1, 2, ..., as a run evaluates) the router has learned the
+experiences so far from their training rows (features of the plain backbone) and routes each dev utterance: the
+dev set of a learned experience is routed right when it goes to that experience; a preservation (base-language)
+dev set, or that of an experience not learned yet, when it goes to no set. Printed: accuracy per set after the
+whole stream, the mean over sets after each position, and the mean over positions and sets, which picks the
+constants in learned_router.py (the best; ties: the smaller factor). Scoring the end of the stream alone hid
+that a router fitted to one experience rejected that experience's own utterances.
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--shrinkage", default="0.1,0.3,0.5,0.7,0.9")
     ap.add_argument("--reject", default="1.5,2,3,5,10")
+    ap.add_argument("--inflation", default="on", help="on, off or on,off: 'off' scores the router as it was before "
+                    "the held-out inflation (a fixed factor on the in-sample distance), for comparison")
     args = ap.parse_args(argv)
     builder = load_scenario_builder(args.scenario)
     profile = builder.profile(args.profile)
@@ -58,21 +63,37 @@ def main(argv=None) -> int:
                  for t in [scenario.target_of(e)]]
     print(f"{args.scenario}/{args.profile} dev sets: " + ", ".join(f"{n} ({len(f)})" for n, _, f in evaluated))
     grid = []
+    measured = learned_router.StreamingLDARouter._held_out_inflation
+    for inflation in args.inflation.split(","):
+        learned_router.StreamingLDARouter._held_out_inflation = measured if inflation == "on" else \
+            (lambda self, key, x: 1.0)
+        print(f"held-out inflation {inflation}")
+        grid += calibrate(args, train, evaluated, inflation)
+    best = max(grid)
+    print(f"best: shrinkage {best[2]} reject {best[3]}, inflation {best[5]} (mean routing accuracy {best[0]:.3f} on "
+          f"the dev sets, over the stream's positions)")
+    return 0
+
+
+def calibrate(args, train, evaluated, inflation: str) -> list[tuple]:
+    grid = []
     for shrink in [float(x) for x in args.shrinkage.split(",")]:
         for reject in [float(x) for x in args.reject.split(",")]:
             learned_router.SHRINKAGE, learned_router.REJECT_FACTOR = shrink, reject
             router = learned_router.StreamingLDARouter()
+            per_position = []
             for i, f in enumerate(train):
                 router.add(str(i), i, f)
-            accuracy = {name: sum(r == want for r in router.route(f, router.keys)) / len(f)
-                        for name, want, f in evaluated}
-            mean = sum(accuracy.values()) / len(accuracy)
-            grid.append((mean, -reject, shrink, reject, accuracy))
-            print(f"shrinkage {shrink:<4} reject {reject:<5} mean {mean:.3f}  " +
+                accuracy = {name: sum(r == (want if want is not None and int(want) <= i else None)
+                                      for r in router.route(f, router.keys)) / len(f)
+                            for name, want, f in evaluated}
+                per_position.append(sum(accuracy.values()) / len(accuracy))
+            mean = sum(per_position) / len(per_position)
+            grid.append((mean, -reject, shrink, reject, accuracy, inflation))
+            print(f"shrinkage {shrink:<4} reject {reject:<5} mean {mean:.3f} (after each experience: " +
+                  ", ".join(f"{m:.3f}" for m in per_position) + ")  at the end: " +
                   "  ".join(f"{n} {a:.2f}" for n, a in accuracy.items()))
-    best = max(grid)
-    print(f"best: shrinkage {best[2]} reject {best[3]} (mean routing accuracy {best[0]:.3f} on the dev sets)")
-    return 0
+    return grid
 
 
 if __name__ == "__main__":
