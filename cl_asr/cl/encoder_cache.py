@@ -218,6 +218,33 @@ class EncoderCache:
             [(torch.stack([t[layer, 0] for t in kv]), torch.stack([t[layer, 1] for t in kv]))
              for layer in range(kv[0].shape[0])])
 
+    def warm(self, model: nn.Module, batches) -> int:
+        """Compute and store ahead the outputs `encode_for_decoder` will be asked for, in the (large) batches
+        given: before an experience's first epoch, so that its training steps find them cached instead of
+        running the encoder a few utterances at a time (the first epoch's cost on a cold cache). The caller
+        runs this in the same module state as its steps (the route entered, autocast as in training), so the
+        keys are the ones the steps look up; a key that does not match only costs the work done here.
+        Stops where the encoder may not be reused, and before what would not fit the memory budgets (entries
+        pushed out before their first use would be work thrown away). Returns the utterances warmed."""
+        # Budgets are checked against what this call adds (older entries give way, least recently used first,
+        # as they would to the steps); bytes per utterance are read off the first batch's states.
+        warmed, states_each, cross_each = 0, 0, 0
+        for features in batches:
+            if self.fingerprint(model) is None:
+                return warmed  # nothing reusable: the steps run the encoder (and count the bypass) as before
+            n = features.shape[0]
+            if (warmed + n) * states_each > self._memory.budget:
+                return warmed
+            if (warmed + n) * cross_each <= self._cross.budget:
+                states, _ = self.encode_for_decoder(model, features)
+            else:  # the keys and values no longer fit: the steps project them from the cached states
+                states = self.encode(model, features)
+            if not warmed:  # an utterance's states, and its keys and values: 2 of the states' size per layer
+                states_each = states[0].numel() * states.element_size()
+                cross_each = 2 * len(model.model.decoder.layers) * states_each if self._cross.budget > 0 else 0
+            warmed += n
+        return warmed
+
     @staticmethod
     def _project(decoder: nn.Module, states: torch.Tensor) -> torch.Tensor:
         """What each cross-attention layer computes from `states` (as WhisperAttention does), per utterance."""

@@ -132,7 +132,29 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
             self.method.set_phase(phase)
             self.make_optimizer()
             self._phase = phase
+        if self.clock.train_exp_epochs == 0:
+            self._warm_encoder_cache()
         super()._before_training_epoch(**kwargs)
+
+    def _warm_encoder_cache(self) -> None:
+        """Before an experience's first epoch, its encoder outputs in evaluation-sized batches where the cache may
+        reuse them (EncoderCache.warm). One process only: with several, each would encode every shard."""
+        rows = [self.adapted_dataset[i] for i in range(len(self.adapted_dataset))]
+        if self.encoder_cache is not None and self.processes is None and rows and "audio" in rows[0]:
+            size = self.eval_mb_size
+            batches = self._features_inside_route([rows[i: i + size] for i in range(0, len(rows), size)])
+            self.encoder_cache.warm(self.model, batches)
+            batches.close()  # leaves the route if warm stopped early
+
+    def _features_inside_route(self, chunks):
+        """Each chunk's features, yielded while the method's route for it is entered (as in a training step)."""
+        conditioned = bool(self.method.capabilities.conditioning)
+        for chunk in chunks:
+            batch = self.collator(chunk) if conditioned else None
+            with self.method.route(self.target, self.conditioning(batch) if conditioned else None), self.autocast():
+                if self.encoder_cache.fingerprint(self.model) is None:
+                    return  # not reusable (checked before any features are made): each step runs the encoder
+                yield (batch or self.collator(chunk))["input_features"].to(self.device)
 
     def _after_training_exp(self, **kwargs):
         self._phase = None
