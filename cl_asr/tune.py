@@ -141,13 +141,7 @@ def tune(req: TuneRequest) -> Path:
     chosen = {}
     for name in req.strategies:
         run_dir = out / name
-        study = optuna.create_study(
-            study_name=name, direction="minimize", load_if_exists=True,
-            storage=f"sqlite:///{(out / f'{name}.db').resolve()}",
-            sampler=optuna.samplers.TPESampler(seed=req.seed))
-        # a new machine: the study's database (never committed) is gone, or holds only failed trials; its record is not
-        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            _recover_trials(study, req.write or tuned_path(scenario_name), req.profile, name, spaces[name])
+        study = _open_study(out, name, req, req.write or tuned_path(scenario_name), spaces[name])
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         # A resumed search's sampler is seeded past the trials it has: seeded as at the start, it would propose
         # the first trials' values again (TPE's random start-up draws come first). Deterministic either way.
@@ -191,6 +185,19 @@ def tune(req: TuneRequest) -> Path:
         # written as each study ends: a long search stopped later keeps the winners it has
         path = write_tuned(path, req.profile, {name: chosen[name]})
     return path
+
+
+def _open_study(out: Path, name: str, req: TuneRequest, tuned_file: Path, space: dict):
+    """The strategy's Optuna study in OUT/<name>.db, resumed where that database is; on a new machine (the
+    database, never committed, is gone or holds only failed trials) refilled from the tuned-defaults record."""
+    import optuna
+
+    study = optuna.create_study(study_name=name, direction="minimize", load_if_exists=True,
+                                storage=f"sqlite:///{(out / f'{name}.db').resolve()}",
+                                sampler=optuna.samplers.TPESampler(seed=req.seed))
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        _recover_trials(study, tuned_file, req.profile, name, space)
+    return study
 
 
 def _recover_trials(study, path: Path, profile: str, name: str, space: dict) -> None:
