@@ -15,6 +15,7 @@ import torch
 
 WINDOW = 10  # seconds, the quick profile's encoder window
 RATIOS: dict[str, dict] = {}  # name -> {"reference": s, "optimised": s, "units": n, ...}
+FIGURES: dict[str, str] = {}  # name -> a measured figure that is not a ratio (matmul rate, utilisation, checks)
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +54,10 @@ def record(name: str, reference_s: float, optimised_s: float, units: int, unit: 
                     "ratio": reference_s / optimised_s, "target": target}
 
 
+def record_figure(name: str, value: str):
+    FIGURES[name] = value
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -67,15 +72,18 @@ def machine() -> str:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not RATIOS:
+    if not RATIOS and not FIGURES:
         return
     lines = [f"Speed ratios measured in this run on: {machine()}", "",
-             "| benchmark | reference | optimised | speed-up | target |", "|---|---|---|---|---|"]
+             "| benchmark | peer | suite | speed-up | target |", "|---|---|---|---|---|"]
     for name, r in RATIOS.items():
         target = "" if r["target"] is None else (f">= {r['target']:g}x " + ("met" if r["ratio"] >= r["target"]
                                                                             else "NOT met"))
         lines.append(f"| {name} | {r['reference_per_s']:.2f} {r['unit']}/s | {r['optimised_per_s']:.2f} "
                      f"{r['unit']}/s | {r['ratio']:.2f}x | {target} |")
+    if FIGURES:
+        lines += ["", "| measured in the same run | value |", "|---|---|"]
+        lines += [f"| {name} | {value} |" for name, value in FIGURES.items()]
     text = "\n".join(lines)
     terminalreporter.write_sep("=", "speed ratios")
     terminalreporter.write_line(text)
@@ -83,4 +91,5 @@ def pytest_terminal_summary(terminalreporter):
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n", encoding="utf-8")
-        Path(out).with_suffix(".json").write_text(json.dumps({"machine": machine(), "ratios": RATIOS}, indent=1))
+        Path(out).with_suffix(".json").write_text(json.dumps({"machine": machine(), "ratios": RATIOS,
+                                                                       "figures": FIGURES}, indent=1))
