@@ -207,11 +207,7 @@ def _recover_trials(study, path: Path, profile: str, name: str, space: dict) -> 
     data other than what its committed trials ran on (cl_asr/run_dir.py), rather than mixing them."""
     import optuna
 
-    from .tuned_defaults import read_tuned_file
-
-    path = Path(path)
-    entry = ((read_tuned_file(path).get("profiles") or {}).get(profile) or {}).get(name) if path.is_file() else None
-    prov = (entry or {}).get("provenance") or {}
+    prov = (_tuned_entry(path, profile, name) or {}).get("provenance") or {}
     if not prov.get("all_trials") or prov.get("search_space") != space:
         return
     distributions = {k: optuna.distributions.CategoricalDistribution(spec["choices"]) if "choices" in spec else
@@ -223,14 +219,17 @@ def _recover_trials(study, path: Path, profile: str, name: str, space: dict) -> 
     log(f"tune {name}: {len(prov['all_trials'])} trials recovered from {path} (its study database is not here)")
 
 
-def _same_trials(path: Path, profile: str, name: str, record: dict) -> bool:
-    """Whether the tuned-defaults file already records this study with exactly these trials and winner."""
+def _tuned_entry(path: Path, profile: str, name: str) -> dict | None:
+    """The tuned-defaults file's record of one study (config and provenance), or None."""
     from .tuned_defaults import read_tuned_file
 
     path = Path(path)
-    if not path.is_file():
-        return False
-    entry = ((read_tuned_file(path).get("profiles") or {}).get(profile) or {}).get(name)
+    return ((read_tuned_file(path).get("profiles") or {}).get(profile) or {}).get(name) if path.is_file() else None
+
+
+def _same_trials(path: Path, profile: str, name: str, record: dict) -> bool:
+    """Whether the tuned-defaults file already records this study with exactly these trials and winner."""
+    entry = _tuned_entry(path, profile, name)
     return bool(entry) and entry.get("config") == record["config"] and \
         (entry.get("provenance") or {}).get("all_trials") == record["provenance"]["all_trials"]
 
