@@ -5,7 +5,9 @@
 - `tensor_digest`: a content hash of tensors (decode-memo keys, cache keys, the backbone checksum);
 - `HiddenStatesPreHook`: a forward pre-hook that can only replace a layer's hidden states, never its other
   inputs (the encoder states a decoder layer cross-attends to), which is what lets the cross-attention cache
-  accept it (cl_asr/cl/fingerprint.py).
+  accept it (cl_asr/cl/fingerprint.py);
+- `mean_over_speech`: an utterance's encoder output averaged over the frames that hold speech, not the window's
+  padding (the learned router's feature, l2p's query).
 """
 from __future__ import annotations
 
@@ -70,3 +72,26 @@ class HiddenStatesPreHook:
         if args:
             return (new, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": new}
+
+
+def speech_frames(input_features: torch.Tensor, n_states: int) -> torch.Tensor:
+    """[N, n_states] float mask: 1 where an encoder frame holds speech, for a batch of log-mel features.
+
+    Whisper pads audio with zeros, whose log-mel frames are all at the batch row's floor value: a mel frame is
+    padding when every bin equals the row's minimum. The encoder halves the frame rate (stride-2 conv), so an
+    encoder frame is speech when either of its two mel frames is. An all-silent row counts every frame."""
+    floor = input_features.amin(dim=(1, 2), keepdim=True)
+    speech = (input_features > floor).any(dim=1)  # [N, T] mel frames with any bin above the floor
+    speech = speech[:, : 2 * n_states].reshape(speech.shape[0], n_states, -1).any(dim=-1).float()
+    speech[speech.sum(dim=1) == 0] = 1.0
+    return speech
+
+
+def mean_over_speech(states: torch.Tensor, input_features: torch.Tensor) -> torch.Tensor:
+    """[N, d] fp32: encoder outputs [N, T/2, d] averaged over the frames of `input_features` that hold speech.
+    Averaging over the whole window would let the padding (most of it for a short utterance) dominate."""
+    if states.shape[0] != input_features.shape[0]:
+        raise ValueError(f"{states.shape[0]} encoder outputs for {input_features.shape[0]} rows of features")
+    speech = speech_frames(input_features.to(states.device), states.shape[1])
+    states = states.float()
+    return (states * speech[..., None]).sum(dim=1) / speech.sum(dim=1, keepdim=True)

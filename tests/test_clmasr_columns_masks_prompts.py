@@ -43,7 +43,7 @@ def batch(route, b=2):
 def loss_on(method, target, feats=FEATS):
     """The training step's loss as the loop computes it: the model's cross-entropy inside the route, plus
     whatever the method's plugins add before backward (l2p's key-query matching term)."""
-    with method.route(target) as route:
+    with method.route(target, {"input_features": feats}) as route:
         ids, labels = batch(route, feats.shape[0])
         loss = method.model(input_features=feats, decoder_input_ids=ids, labels=labels).loss
     for plugin in method.plugins():
@@ -64,7 +64,7 @@ def train(method, target, steps=2, lr=1e-2):
 
 
 def decode(method, target, feats=FEATS):
-    with torch.inference_mode(), method.route(target) as route:
+    with torch.inference_mode(), method.route(target, {"input_features": feats}) as route:
         prompt_ids = torch.tensor(route.decoder_prefix) if route.decoder_prefix else None
         return method.model.generate(input_features=feats, language=target.decode_language, task="transcribe",
                                      max_new_tokens=4, prompt_ids=prompt_ids)
@@ -270,7 +270,7 @@ def injected_decoder_input(method, target, feats=FEATS):
     seen = {}
     hook = method.model.model.decoder.layers[0].register_forward_pre_hook(lambda m, a: seen.update(h=a[0]))
     try:
-        with method.route(target) as route, torch.no_grad():
+        with method.route(target, {"input_features": feats}) as route, torch.no_grad():
             ids, _ = batch(route, feats.shape[0])
             method.model(input_features=feats, decoder_input_ids=ids)
     finally:
@@ -301,7 +301,7 @@ def test_l2p_picks_the_prompts_whose_keys_match_the_query(tiny):
         keys[7], keys[1] = query[0], 2 * query[1]  # each row's query is one key's direction
         method.pool.keys.copy_(keys)
         reference = F.cosine_similarity(query[:, None, :], keys[None, :, :], dim=-1).topk(method.config.top_n).indices
-    chosen, _ = method.choose(states)
+    chosen, _ = method.choose(states, FEATS)
     n = method.config.top_n
     assert chosen.shape == (2, n) and chosen[:, 0].tolist() == [7, 1]  # the key equal to the query comes first
     assert torch.equal(chosen, reference)  # then the next most cosine-similar keys, in order
@@ -316,7 +316,7 @@ def test_l2p_picks_the_prompts_whose_keys_match_the_query(tiny):
 def test_l2p_keys_learn_from_the_matching_loss_and_prompts_from_the_cross_entropy(tiny):
     method = make(tiny, "l2p")
     method.before_experience(TRAIN0, ROWS)
-    with method.route(TRAIN0) as route:
+    with method.route(TRAIN0, {"input_features": FEATS}) as route:
         ids, labels = batch(route)
         ce = method.model(input_features=FEATS, decoder_input_ids=ids, labels=labels).loss
     matching = method.matching_term
@@ -327,7 +327,7 @@ def test_l2p_keys_learn_from_the_matching_loss_and_prompts_from_the_cross_entrop
     assert prompt_grad is None or not prompt_grad.any()
     keys_grad = torch.autograd.grad(matching, method.pool.keys)[0]
     with torch.no_grad():
-        chosen = set(method.choose(method.model.model.encoder(FEATS).last_hidden_state)[0].reshape(-1).tolist())
+        chosen = set(method.choose(method.model.model.encoder(FEATS).last_hidden_state, FEATS)[0].reshape(-1).tolist())
     assert all(keys_grad[i].any() == (i in chosen) for i in range(method.config.pool_size))
     # before anything is learned a test set is decoded by the plain backbone
     fresh = make(tiny, "l2p")
@@ -335,6 +335,26 @@ def test_l2p_keys_learn_from_the_matching_loss_and_prompts_from_the_cross_entrop
         assert route.decoder_prefix == []
     with method.route(TRAIN0) as route:
         assert len(route.decoder_prefix) == method.config.decoder_prefix_positions() == 1 + method.config.top_n * L
+
+
+def test_l2p_query_averages_the_speech_frames_not_the_padding(tiny):
+    method = make(tiny, "l2p")
+    train(method, TRAIN0, steps=1)
+    feats = FEATS.clone()
+    feats[0, :, 40:] = feats[0].min()  # row 0: 40 mel frames of audio, then the padding's floor value
+    with torch.no_grad():
+        states = method.model.model.encoder(feats).last_hidden_state
+        keys = torch.randn(method.config.pool_size, states.shape[2], generator=torch.Generator().manual_seed(2))
+        speech, everything = states[0, :20].mean(dim=0), states[0].mean(dim=0)  # 40 mel = 20 encoder frames
+        keys[3], keys[5] = speech, everything
+        method.pool.keys.copy_(keys)
+    chosen, _ = method.choose(states, feats)
+    assert chosen[0, 0] == 3  # the key equal to the speech frames' mean, not the whole window's
+    assert method.pool.select(everything[None], 1)[0].item() == 5  # what the whole window's mean would pick
+    # the loop's way in: the batch's features reach the route; without them the pool refuses to guess
+    with pytest.raises(RuntimeError, match="log-mel features"), method.route(TEST0) as route, torch.no_grad():
+        ids, _ = batch(route)
+        method.model(input_features=feats, decoder_input_ids=ids)
 
 
 @pytest.mark.parametrize("name", ["pnn", "piggyback"])

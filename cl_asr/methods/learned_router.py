@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+from ..core import mean_over_speech
+
 HELD_OUT_FOLDS = 5
 # Shrinkage of the shared covariance towards its mean variance (times the identity): 140 utterances per
 # experience cannot estimate 512 x 512 covariances. Both constants were chosen on the languages scenario's DEV
@@ -44,21 +46,12 @@ REJECT_FACTOR = 1.0
 
 @torch.inference_mode()
 def speech_frame_features(model, input_features: torch.Tensor) -> torch.Tensor:
-    """[N, d] the encoder's output averaged over the frames that hold speech, for a batch of log-mel features.
-
-    Whisper pads audio with zeros, whose log-mel frames are all at the batch row's floor value: a mel frame is
-    padding when every bin equals the row's minimum. The encoder halves the frame rate (stride-2 conv), so an
-    encoder frame is speech when either of its two mel frames is."""
+    """[N, d] the encoder's output averaged over the frames that hold speech (`core.mean_over_speech`), for a
+    batch of log-mel features."""
     device = next(model.parameters()).device
     feats = input_features.to(device)
-    encoder = model.get_encoder()
-    states = encoder(input_features=feats).last_hidden_state.float()  # [N, T/2, d]
-    floor = feats.amin(dim=(1, 2), keepdim=True)
-    speech = (feats > floor).any(dim=1)  # [N, T] mel frames with any bin above the floor
-    t = states.shape[1]
-    speech = speech[:, : 2 * t].reshape(speech.shape[0], t, -1).any(dim=-1).float()  # [N, T/2]
-    speech[speech.sum(dim=1) == 0] = 1.0  # an all-silent row: average over every frame
-    return ((states * speech[..., None]).sum(dim=1) / speech.sum(dim=1, keepdim=True)).cpu()
+    states = model.get_encoder()(input_features=feats).last_hidden_state
+    return mean_over_speech(states, feats).cpu()
 
 
 class StreamingLDARouter:

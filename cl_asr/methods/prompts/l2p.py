@@ -3,7 +3,10 @@ shared by all experiences; every utterance picks its own prompts by the frozen m
 task identity, at training and at test time alike.
 
 - Pool: M prompts of L vectors each (`pool_size`, `prompt_length`), each with a key in the model's width.
-- Query: the frozen encoder's output for the utterance, mean-pooled over time. The prompts sit in the decoder
+- Query: the frozen encoder's output for the utterance, mean-pooled over the frames that hold speech
+  (`core.mean_over_speech`: the window's padding, most of it for a short utterance, would otherwise dominate
+  the mean; L2P's ViT query has no padding). The loop hands the batch's log-mel features to `route` for it
+  (`capabilities.conditioning`). The prompts sit in the decoder
   (placeholder positions after <|startofprev|>, as decoder soft prompts do, `engine.PromptInjector`), so the
   encoder is never prompted and the query is the very encoder output the decoder attends to in the same
   forward pass: no extra encoder pass (L2P's ViT needs a second, unprompted one), and the encoder cache still
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from ...core import Route, Target
+from ...core import Route, Target, mean_over_speech
 from ..base import Capabilities, Method, MethodConfig, freeze, register_method
 from .engine import PromptInjector, default
 
@@ -102,7 +105,8 @@ class LearningToPrompt(Method):
                    "by its frozen encoder output, no task identity (Wang et al. 2022), frozen backbone")
     config_class = L2PConfig
     # one pool decodes every set, base-language sets included: they need not stay at zero-shot
-    capabilities = Capabilities(task_agnostic=True)
+    # the batch's log-mel features reach `route`: the query averages only the frames that hold speech
+    capabilities = Capabilities(task_agnostic=True, conditioning=("input_features",))
 
     def setup(self) -> None:
         freeze(self.model)
@@ -123,6 +127,7 @@ class LearningToPrompt(Method):
         self.matching_term: torch.Tensor | None = None
         self._training = False
         self._handle = None
+        self._features: torch.Tensor | None = None  # the routed batch's log-mel features (speech frames)
 
     def extra_modules(self):
         return [self.pool]
@@ -149,10 +154,11 @@ class LearningToPrompt(Method):
         return cfg.pool_size * (cfg.prompt_length * d + d)
 
     # -- selection -----------------------------------------------------------------------------------------
-    def choose(self, encoder_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, encoder_states: torch.Tensor, input_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt indices [B, N], most similar first; cosine similarities [B, M]) for a batch of encoder
-        outputs [B, T, d]: the query is their mean over time, from the frozen encoder (never prompted)."""
-        return self.pool.select(encoder_states.detach().float().mean(dim=1), self.config.top_n)
+        outputs [B, T, d] and their log-mel features: the query is the frozen encoder's output (never prompted)
+        averaged over the frames that hold speech."""
+        return self.pool.select(mean_over_speech(encoder_states.detach(), input_features), self.config.top_n)
 
     def _select(self, module, args, kwargs):
         """Pre-hook on the decoder: on a pass that carries the prompt placeholders (training, or the first step
@@ -163,7 +169,10 @@ class LearningToPrompt(Method):
         states = kwargs.get("encoder_hidden_states")
         if ids is None or states is None or not bool((ids == self.injector.placeholder_id).any()):
             return
-        idx, sim = self.choose(states)
+        if self._features is None:
+            raise RuntimeError("l2p chooses prompts from the batch's log-mel features: enter `route(target, "
+                               "{'input_features': ...})` with the batch's features (the loop does)")
+        idx, sim = self.choose(states, self._features)
         prompts = self.pool.prompts[idx]  # [B, N, L, d]
         self.injector.active = {"decoder.0": prompts.reshape(idx.shape[0], -1, prompts.shape[-1])}
         if torch.is_grad_enabled():
@@ -176,10 +185,12 @@ class LearningToPrompt(Method):
             yield Route()  # nothing learned yet: the plain backbone
             return
         self.injector.active = {}  # installs the placeholder hook; `_select` fills in each batch's prompts
+        self._features = (conditioning or {}).get("input_features")
         self._handle = self.model.model.decoder.register_forward_pre_hook(self._select, with_kwargs=True)
         try:
             yield Route(decoder_prefix=self.injector.decoder_prefix(self.config.top_n * self.config.prompt_length))
         finally:
             self._handle.remove()
             self._handle = None
+            self._features = None
             self.injector.active = None
