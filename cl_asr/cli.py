@@ -298,15 +298,11 @@ def _run(args, argv: list[str]) -> int:
         command=command.strip(), caches=not args.no_cache, variants=named, profile_overrides=profile_overrides,
         orders=parse_orders(args.orders) if args.orders is not None else None,
     )
-    from dataclasses import replace
-
     from .executors import RayOptions, run_grid
-    from .runner import check_request
+    from .runner import canonical_request
 
-    # every name, variant and override checked now, before anything is written; variants spelled canonically
-    checked = check_request(req)
-    # with --orders expanded into row names (STRATEGY@ORDER), which carry their orders from here on
-    req = replace(req, strategies=checked.names, profile_overrides=checked.profile_overrides, orders=None)
+    # every name, variant and override checked before anything is written; variants spelled canonically
+    req = canonical_request(req)
     from .run_dir import StrategiesFailed
 
     options = None

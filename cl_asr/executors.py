@@ -27,7 +27,7 @@ from .config import config_record
 from .log import log
 from .results import read_jsonl
 from .run_dir import RunDirectory, StrategiesFailed, StrategyRun
-from .runner import RunRequest, check_request, run_benchmark
+from .runner import RunRequest, canonical_request, check_request, run_benchmark
 from .variants import file_component
 
 EXECUTORS = ("local", "ray")
@@ -52,6 +52,7 @@ def job_name(strategy: str, seed: int) -> str:
 
 
 def run_grid(req: RunRequest, executor: str = "local", ray_options: RayOptions | None = None) -> Path:
+    req = canonical_request(req)  # the row names every job and the run directory use
     if executor == "local":
         return run_benchmark(req)
     if executor == "ray":

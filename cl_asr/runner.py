@@ -183,7 +183,19 @@ class Run:
         return self.collator(list(rows))["input_features"]
 
 
+def canonical_request(req: RunRequest) -> RunRequest:
+    """`req` checked (check_request: refuses a bad name, variant or override before anything is written) and
+    spelled as the run directory records it: variants canonically (`spt_decoder[lr=1e-1]` is
+    `spt_decoder[lr=0.1]`), --orders expanded into row names, --set values as validated. Every way into a run
+    (the CLI, `run_grid`, `run_benchmark` called from Python) goes through it, so one strategy is one row name
+    however it was spelled, and a resume finds its rows. Its own canonical request (idempotent)."""
+    checked = check_request(req)
+    return dataclasses.replace(req, strategies=checked.names, profile_overrides=checked.profile_overrides,
+                               orders=None)
+
+
 def run_benchmark(req: RunRequest) -> Path:
+    req = canonical_request(req)
     run_dir = RunDirectory(req.out_dir)
     try:
         return _run_all(req, run_dir)

@@ -82,6 +82,37 @@ def test_check_request_validates_and_spells_variants_canonically(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_every_way_into_a_run_uses_the_canonical_names(tmp_path, monkeypatch):
+    """Python callers too: run_benchmark and run_grid (both executors) name a row as the CLI does, so a resume
+    written with another spelling of the same variant finds its rows."""
+    import cl_asr.executors as executors
+    import cl_asr.runner as runner
+    from cl_asr.runner import canonical_request
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def prepare(req, run_dir):
+        seen.append(req)
+        raise Stop
+
+    monkeypatch.setattr(runner, "prepare", prepare)
+    monkeypatch.setattr(executors, "_run_on_ray", lambda req, options, run_dir: prepare(req, run_dir))
+    req = RunRequest(scenario="languages", strategies=["spt_decoder[schedule=linear,lr=1e-1]", "zero_shot"],
+                     profile="micro", out_dir=tmp_path / "run", orders=2, profile_overrides={"n_train": 2})
+    for call in (lambda: runner.run_benchmark(req), lambda: executors.run_grid(req, "local"),
+                 lambda: executors.run_grid(req, "ray")):
+        with pytest.raises(Stop):
+            call()
+    want = canonical_request(req)
+    assert want.strategies[0].startswith("spt_decoder[lr=0.1,schedule=linear]") and len(want.strategies) == 4
+    assert want.orders is None and want.profile_overrides == {"n_train": 2}
+    assert all(r.strategies == want.strategies and r.profile_overrides == want.profile_overrides for r in seen)
+    assert canonical_request(want) == want  # idempotent
+
+
 # -- mistakes -------------------------------------------------------------------------------------------------------
 def refused(capsys, out: Path, *args) -> str:
     """One `error:` line, exit status 2, no --out directory (tests/test_user_mistakes.py's rules)."""
