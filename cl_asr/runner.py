@@ -308,6 +308,11 @@ def check_request(req: RunRequest) -> Checked:
         bases, req.variants, registered=lambda n: n in METHODS,
         base_config=lambda base: method_config(base, req.profile, profile.prompt_length, scenario=builder.config.name))}
     configs = {e: resolved[orders.split(e)[0]].config for e in entries}
+    for e in entries:  # shallow fusion fuses each experience's test set with the LM of that experience's text
+        if classes[e].capabilities.joint and getattr(configs[e], "lm_weight", 0.0) > 0:
+            raise ValueError(f"strategy {e}: lm_weight fuses each experience's test set with an LM of that "
+                             "experience's text, learned with it; a joint strategy learns every experience at once, "
+                             "so it has no LM per experience: drop lm_weight")
     names = [orders.row_name(resolved[orders.split(e)[0]].name, order_of[e], experiences) for e in entries]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
@@ -542,6 +547,10 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
         for fault in strategy.faults[n_faults:]:
             log(f"  {name}: training fault on {fault['experience']}: {fault['reason']}")
         book["trainable"] = max(book["trainable"], strategy.last_trainable)
+    elif step >= 0 and getattr(method.config, "lm_weight", 0.0) > 0:  # zero_shot[lm_weight=W]: nothing to train,
+        experience = run.scenario_of(name).benchmark.train_stream[step]  # but the LM of the experience's text
+        strategy.learn_fusion_lm([experience.dataset[i] for i in range(len(experience.dataset))],
+                                 strategy.target_of(experience).index)
     run.stage = f"evaluation after {after}" if step >= 0 else "evaluation before training"
     rows, preds, secs = evaluate_pass(strategy, run.scenario_of(name), name, seed, step)
     book["eval_seconds"] += secs

@@ -75,13 +75,15 @@ def test_fusion_fields_are_validated_recorded_only_when_set_and_searched_only_wh
 @pytest.fixture(scope="module")
 def fused_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fusion") / "run"
-    assert main([*MICRO, "--strategies", "fft,fft[lm_weight=2.0]", "--out", str(out)]) == 0
+    assert main([*MICRO, "--strategies", "fft,fft[lm_weight=2.0],zero_shot,zero_shot[lm_weight=2.0]",
+                 "--out", str(out)]) == 0
     return out
 
 
-def test_fusion_changes_only_the_learned_experiences_test_sets(fused_run):
-    plain = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in strategy_rows(fused_run, "fft", "predictions")}
-    fused = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in strategy_rows(fused_run, "fft[lm_weight=2.0]",
+@pytest.mark.parametrize("base", ["fft", "zero_shot"])  # zero_shot trains nothing: it reads each experience's text
+def test_fusion_changes_only_the_learned_experiences_test_sets(fused_run, base):
+    plain = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in strategy_rows(fused_run, base, "predictions")}
+    fused = {(p["trained_through"], p["eval_on"]): p["hyps"] for p in strategy_rows(fused_run, f"{base}[lm_weight=2.0]",
                                                                             "predictions")}
     assert plain.keys() == fused.keys()
     experiences = ["eo", "ia", "ga"]
@@ -92,4 +94,12 @@ def test_fusion_changes_only_the_learned_experiences_test_sets(fused_run):
     changed = [k for k in plain if plain[k] != fused[k]]
     assert changed and all(name in experiences for _, name in changed)
     config = json.loads((fused_run / "run.json").read_text())["config"]["strategies"]
-    assert config["fft[lm_weight=2.0]"]["lm_weight"] == 2.0 and "lm_weight" not in config["fft"]
+    assert config[f"{base}[lm_weight=2.0]"]["lm_weight"] == 2.0 and "lm_weight" not in config[base]
+
+
+def test_a_joint_strategy_with_fusion_is_refused(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main([*MICRO, "--strategies", "joint[lm_weight=0.3]", "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "joint[lm_weight=0.3]: lm_weight fuses each experience's test set" in err[0]
+    assert not out.exists()

@@ -113,24 +113,26 @@ class Decoding:
         return f"<|{target.language}|>" if new_ids and target.language in new_ids else target.decode_language
 
     # -- shallow fusion with an experience's n-gram LM (cl_asr/cl/lm_fusion.py) -----------------------------
-    def learn_fusion_lm(self, rows: list[dict]) -> None:
-        """Before training on an experience: its transcripts' LM, kept on the method (checkpointed with it, and
-        seen by the decode memo's key of the strategy's state), used once the experience is trained."""
+    def learn_fusion_lm(self, rows: list[dict], index: int) -> None:
+        """Experience `index`'s transcripts' LM, kept on the method (checkpointed with it, and seen by the decode
+        memo's key of the strategy's state): learned before training on the experience and used once it is
+        trained; a strategy that trains nothing (zero_shot) learns it where it would have trained (runner)."""
         config = self.method.config
-        if getattr(config, "lm_weight", 0.0) <= 0 or self.target.stream != "train":
+        if getattr(config, "lm_weight", 0.0) <= 0:
             return
         from .lm_fusion import train_lm
 
         lms = self.method.__dict__.setdefault("fusion_lms", {})  # only when fusing: others' state is unchanged
-        lms[self.target.index] = train_lm(self.method.tokenizer, [r["text"] for r in rows], config.lm_order)
+        lms[index] = train_lm(self.method.tokenizer, [r["text"] for r in rows], config.lm_order)
 
     def fusion_for(self, target: Target):
         """The ShallowFusion that decodes `target`, or None: an experience's test set once that experience is
-        trained, with its own LM (the experience identity picks it); never a preservation set."""
+        trained (or, for a strategy that trains nothing, once its text has been read), with its own LM (the
+        experience identity picks it); never a preservation set."""
         weight = getattr(self.method.config, "lm_weight", 0.0)
         lm = getattr(self.method, "fusion_lms", {}).get(target.index) if weight > 0 and target.stream == "test" \
             else None
-        if lm is None or target.index >= self.method.experiences_trained:
+        if lm is None or (self.method.capabilities.trains and target.index >= self.method.experiences_trained):
             return None
         from .lm_fusion import ShallowFusion
 
