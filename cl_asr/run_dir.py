@@ -235,7 +235,7 @@ class RunDirectory:
         """Make the results files hold exactly the passes a strategy finished before its checkpoint, plus the
         checkpoint's own pass (appended if a crash came before its rows were); drop anything else of it.
         Returns the checkpoint, or None (start over) when there is none or the files do not match it.
-        `name` may list a row and the routing twins whose rows its passes write too (runner.evaluate_as_twin)."""
+        `name` may list a row and the decoding twins whose rows its passes write too (runner.evaluate_as_twin)."""
         rows = read_jsonl(self.results) if self.results.is_file() else []
         preds = read_jsonl(self.predictions) if self.predictions.is_file() else []
         names = [name] if isinstance(name, str) else list(name)

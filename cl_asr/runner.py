@@ -166,7 +166,7 @@ class Run:
     build_seconds: float
     names: list = dataclasses.field(default_factory=list)  # row names: strategies x orders (cl_asr/orders.py)
     ordered: dict = dataclasses.field(default_factory=dict)  # row name -> its scenario reordered (--orders)
-    twin_of: dict = dataclasses.field(default_factory=dict)  # routing twin -> the row it is evaluated from
+    twin_of: dict = dataclasses.field(default_factory=dict)  # decoding twin -> the row it is evaluated from
     riders: dict = dataclasses.field(default_factory=dict)  # (row, seed) -> twins evaluated with it this time
     stage: str = ""  # what the strategy running now is doing (setup, training on X, ...): named if it fails
 
@@ -210,7 +210,7 @@ def _run_all(req: RunRequest, run_dir: RunDirectory) -> Path:
     for seed in req.seeds:  # every seed sees the same backbone and test sets; training randomness varies
         for name in run.names:
             if any(name in riders for (_, s), riders in run.riders.items() if s == seed):
-                continue  # a routing twin, evaluated (or failed) with the row it shares its training with
+                continue  # a decoding twin, evaluated (or failed) with the row it shares its training with
             try:
                 run_strategy(run, name, seed)
             except Exception as exc:  # noqa: BLE001 - a strategy fails alone: recorded, the others go on
@@ -409,9 +409,12 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
         raise ValueError(f"scenario {builder.config.name}: its built experiences {scenario.experience_names} are not "
                          f"those its file lists ({builder.outline()['experiences']}): --orders cannot be applied")
     ordered = {name: scenario.reordered(checked.orders[name]) for name in checked.orders}
-    twin_of = routing_twins(names, classes, configs)
+    twin_of = decoding_twins(names, classes, configs)
     for twin, source in twin_of.items():
-        log(f"{twin}: evaluated from the training of {source} (they differ only in eval_routing)")
+        differ = sorted(k for k, v in dataclasses.asdict(configs[twin]).items()
+                        if dataclasses.asdict(configs[source]).get(k) != v)
+        log(f"{twin}: evaluated from the training of {source} (they differ only in how they decode: "
+            f"{', '.join(differ)})")
     steps = {name: evaluation_steps(classes[name], n_exp) for name in names}
     config = {
         "scenario": builder.config.name, "scenario_file": str(scenario_path(req.scenario)),
@@ -460,7 +463,7 @@ def run_strategy(run: Run, name: str, seed: int) -> None:
     release_memory(run.device)
     seed_everything(seed)
     run.stage = "setup"
-    # Routing twins of this row not yet complete ride along: evaluated after each of its passes (one_pass)
+    # Decoding twins of this row not yet complete ride along: evaluated after each of its passes (one_pass)
     riders = [t for t, source in run.twin_of.items() if source == name and (t, seed) not in run.run_dir.complete]
     run.riders[(name, seed)] = riders
     method, book, done_steps, pristine_of = start_or_resume(run, name, seed, ckpt_path, riders)
@@ -494,7 +497,7 @@ def run_strategy(run: Run, name: str, seed: int) -> None:
 def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path, riders: list[str] = ()) -> tuple:
     """(method, cost book, finished evaluation steps, pristine-parameter names): from the checkpoint of the last
     finished pass if there is one that matches the results files, else a fresh method on a copy of the backbone.
-    `riders`: routing twins evaluated with this row; its checkpoint holds their rows too."""
+    `riders`: decoding twins evaluated with this row; its checkpoint holds their rows too."""
     config = config_record(run.configs[name])
     ckpt, pristine_of = load_checkpoint(ckpt_path, run.device, run.pristine, run.tokenizer, run.features_of) \
         if ckpt_path.is_file() else (None, {})
@@ -503,7 +506,7 @@ def start_or_resume(run: Run, name: str, seed: int, ckpt_path: Path, riders: lis
                          f"{ckpt['book']['config']}, not the current {config}: use another --out directory")
     group = [name, *riders]
     if ckpt is not None and list(ckpt["book"].get("riders", [])) != list(riders):
-        log(f"{name} (seed {seed}): its checkpoint was evaluated with the routing twins "
+        log(f"{name} (seed {seed}): its checkpoint was evaluated with the decoding twins "
             f"{ckpt['book'].get('riders', [])}, this run asks for {list(riders)}; starting it over")
         group += [t for t in ckpt["book"].get("riders", []) if t not in group]
         ckpt = None
@@ -575,45 +578,67 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
         log(f"  {row_name} after {'no training' if step < 0 else after}: {run.scenario_of(name).metric} {summary}")
 
 
-def routing_twins(names: list[str], classes: dict, configs: dict) -> dict[str, str]:
-    """Routing twins: twin -> the earlier row of the request it is evaluated from. A set-per-experience strategy
-    (SetRoutedMethod) and a row of the same class, order and config but another `eval_routing` train alike (the
-    routing only picks a parameter set at evaluation; language-ID routing also needs each experience's LID
-    profile, which `evaluate_as_twin` records from the same training rows), so the twin is not trained again: the
-    same trained parameters are evaluated both ways, after every pass (README "Routing twins")."""
+def decode_only_fields(method_cls) -> set[str]:
+    """Config fields that change only how a trained model decodes, never what it trains: `eval_routing` (which
+    parameter set a set-per-experience strategy decodes an utterance with) and the shallow-fusion LM's
+    `lm_weight` / `lm_order` (the LM is counted from the experience's transcripts, not learned by the model).
+    A joint strategy has no fusion (check_request refuses it)."""
     from .methods.base import SetRoutedMethod
 
+    fields = set() if method_cls.capabilities.joint else {"lm_weight", "lm_order"}
+    if issubclass(method_cls, SetRoutedMethod):
+        fields.add("eval_routing")
+    return fields
+
+
+def decoding_twins(names: list[str], classes: dict, configs: dict) -> dict[str, str]:
+    """Decoding twins: twin -> the earlier row of the request it is evaluated from. Two rows of the same class,
+    order and config but for fields that only change decoding (`decode_only_fields`) train alike, so the twin is
+    not trained again: the same trained parameters are evaluated both ways, after every pass (README "Decoding
+    twins"). What the twin's decoding needs of the training data is made from the same training rows as when it
+    trains on its own (`evaluate_as_twin`)."""
     twin_of: dict[str, str] = {}
     for i, b in enumerate(names):
         cb = dataclasses.asdict(configs[b])
+        decode_only = decode_only_fields(classes[b])
         for a in names[:i]:
             ca = dataclasses.asdict(configs[a])
-            if (a not in twin_of and classes[a] is classes[b] and issubclass(classes[a], SetRoutedMethod)
-                    and orders.split(a)[1] == orders.split(b)[1] and ca.get("eval_routing") != cb.get("eval_routing")
-                    and {k: v for k, v in ca.items() if k != "eval_routing"}
-                    == {k: v for k, v in cb.items() if k != "eval_routing"}):
+            differ = {k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)}
+            if (a not in twin_of and classes[a] is classes[b] and orders.split(a)[1] == orders.split(b)[1]
+                    and differ and differ <= decode_only):
                 twin_of[b] = a
                 break
     return twin_of
 
 
 def evaluate_as_twin(run: Run, strategy: ASRTemplate, twin: str, seed: int, step: int):
-    """Evaluate the row's trained method with its routing twin's config (another eval_routing) as rows of the
-    twin; the row's own config is put back after. Language-ID and learned routing need each learned
-    experience's LID profile or router class: recorded now from its training rows through the plain backbone, as
-    the method records them when it trains with that routing (`record_routing_profile`)."""
+    """Evaluate the row's trained method with its decoding twin's config as rows of the twin; the row's own
+    config and state are put back after. Language-ID and learned routing need each learned experience's LID
+    profile or router class: recorded now from its training rows through the plain backbone, as the method
+    records them when it trains with that routing (`record_routing_profile`). A fused twin gets the LMs of the
+    experiences learned so far, counted from their training transcripts with its own lm_order, as training on
+    its own would have made them (`learn_fusion_lm`); the row's own LMs, if any, are set aside meanwhile."""
     method = strategy.method
     own = method.config
+    own_lms = method.__dict__.pop("fusion_lms", None)
     method.config = run.configs[twin]
     try:
         scenario = run.scenario_of(twin)
-        for index in range(method.experiences_trained):
+        routed = "eval_routing" in decode_only_fields(type(method))  # a set-per-experience strategy
+        for index in range(method.experiences_trained if routed else 0):
             if not method.has_routing_profile(index):
                 data = scenario.benchmark.train_stream[index].dataset
                 method.record_routing_profile(index, [data[i] for i in range(len(data))])
+        for index in range(step + 1):  # experience `step` and those before it have been learned
+            experience = scenario.benchmark.train_stream[index]
+            strategy.learn_fusion_lm([experience.dataset[i] for i in range(len(experience.dataset))],
+                                     strategy.target_of(experience).index)  # nothing unless the twin fuses
         return evaluate_pass(strategy, scenario, twin, seed, step)
     finally:
         method.config = own
+        method.__dict__.pop("fusion_lms", None)
+        if own_lms is not None:
+            method.fusion_lms = own_lms
 
 
 def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, mem: PeakMemory) -> StrategyRun:

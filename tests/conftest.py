@@ -28,8 +28,8 @@ SLOW_TESTS = {"test_seeds_run_every_strategy_per_seed_and_the_report_has_interva
               "test_each_order_is_a_row_that_trains_in_its_order",
               "test_the_report_averages_each_measure_over_orders_and_keeps_each_orders_matrix",
               "test_an_ordered_run_resumes_and_bad_orders_are_refused", "test_the_ray_executor_runs_each_order_as_a_job",
-              # tests/test_routing_twins.py: micro runs of a strategy with and without its routing twin
-              "test_a_routing_twin_is_evaluated_from_the_same_training_and_equals_training_it_alone",
+              # tests/test_decoding_twins.py: micro runs of strategies with and without their decoding twins
+              "test_a_decoding_twin_is_evaluated_from_the_same_training_and_equals_training_it_alone",
               "test_a_failure_mid_stream_resumes_the_row_and_its_twin_together",
               # tests/test_gpu_script.py: benchmarks/gpu/run_gpu.py's micro run, as on the GPU machine (~75 s)
               "test_micro_profile_on_the_cpu_end_to_end_with_only_the_gpu_machines_packages"}

@@ -310,7 +310,7 @@ A method with one parameter set per experience (or one shared set), chosen at ev
     def record_routing_profile(self, index: int, rows: Sequence[dict]) -> None:
         """What the routing needs to know of experience `index`, from its training rows through the plain
         backbone: its language-ID profile (`lid`) or its class in the learned router (`learned`). Nothing for
-        oracle routing, and nothing twice (a routing twin records it after the training, cl_asr/runner.py)."""
+        oracle routing, and nothing twice (a decoding twin records it after the training, cl_asr/runner.py)."""
         routing = getattr(self.config, "eval_routing", "oracle")
         if not rows or self.features_of is None or self.has_routing_profile(index):
             return
