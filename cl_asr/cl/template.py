@@ -121,8 +121,7 @@ class ASRTemplate(DataParallel, Decoding, SupervisedTemplate):
             self.method.set_phase(self._phase)
         rows = [data[i] for i in range(len(data))]
         self.method.before_experience(self.target, rows)
-        if self.target.stream == "train":
-            self.learn_fusion_lm(rows, self.target.index)
+        self.learn_fusion_lm(rows, self.target.index)  # (a training experience's target: stream "train")
         self._stop_training = False  # a previous experience may have been ended by non-finite losses
         super()._before_training_exp(**kwargs)
 
