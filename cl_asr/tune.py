@@ -26,6 +26,7 @@ objective, the backbone, the command and the git commit. Runs of that scenario a
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -178,6 +179,9 @@ def tune(req: TuneRequest) -> Path:
             study.optimize(lambda trial: run_trial(_suggest(trial, spaces[name]), run_dir),
                            n_trials=req.trials - len(done))
         chosen[name] = _record(study, spaces[name], req, profile)
+        for key, side in chosen[name]["provenance"].get("at_edge_of_space", {}).items():
+            log(f"tune {name}: the best {key}, {chosen[name]['config'][key]:.3g}, lies at the {side} end of its search "
+                f"space {spaces[name][key]}: the optimum may lie beyond it (widen the field's search spec, re-tune)")
         path = req.write or tuned_path(scenario_name)
         if _same_trials(path, req.profile, name, chosen[name]):
             log(f"tune {name}: no new trial; {path} keeps its record (commit and date of the search that ran)")
@@ -282,6 +286,24 @@ def _search_on_ray(req: TuneRequest, name: str, space: dict, out: Path, run_tria
         raise RuntimeError(f"tune {name}: {len(failed)} of {len(results)} Ray Tune trial(s) failed: {failed[0].error}")
 
 
+def at_edge_of_space(values: dict, space: dict, margin: float = 0.1) -> dict[str, str]:
+    """Searched ranges whose best value lies in the outer `margin` of the range (on a log scale where searched
+    so): field -> "low" or "high". Such a winner says the optimum may lie outside the space searched, which a
+    reader of the tuned value should know. Choices are not judged (their ends are often hard limits: 0 = off)."""
+    out = {}
+    for key, spec in space.items():
+        if "low" not in spec or key not in values:
+            continue
+        scale = math.log if spec.get("log") else (lambda x: x)
+        low, high = scale(spec["low"]), scale(spec["high"])
+        where = (scale(values[key]) - low) / (high - low) if high > low else 0.5
+        if where <= margin:
+            out[key] = "low"
+        elif where >= 1 - margin:
+            out[key] = "high"
+    return out
+
+
 def _record(study, space: dict, req: TuneRequest, profile) -> dict:
     import optuna
 
@@ -297,6 +319,7 @@ def _record(study, space: dict, req: TuneRequest, profile) -> dict:
             "all_trials": [{"values": {k: (float(f"{v:.3g}") if isinstance(v, float) else v)
                                        for k, v in t.params.items()}, "dev_error": round(t.value, 6)}
                            for t in trials],
+            **({"at_edge_of_space": edge} if (edge := at_edge_of_space(values, space)) else {}),
             "backbone": req.backbone or profile.backbone, "seed": req.seed, "command": req.command,
             "git_commit": req.commit or git_commit().get("commit"),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

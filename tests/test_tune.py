@@ -144,3 +144,29 @@ def test_the_defaults_trial_runs_the_hand_set_values_even_where_a_tuned_value_ex
     # a plain `spt_decoder` would have run with the tuned 0.05: the trial is the variant of the hand-set 3e-2
     assert list(meta["config"]["strategies"]) == ["spt_decoder[lr=0.03]"]
     assert meta["config"]["strategies"]["spt_decoder[lr=0.03]"]["lr"] == 0.03
+
+
+def test_a_winner_at_the_edge_of_its_search_space_is_flagged():
+    import optuna
+
+    from cl_asr.tune import _record, at_edge_of_space
+
+    space = {"lr": {"low": 1e-6, "high": 9e-4, "log": True}, "lm_weight": {"choices": [0.0, 0.5]}}
+    assert at_edge_of_space({"lr": 1.19e-6, "lm_weight": 0.5}, space) == {"lr": "low"}  # choices are not judged
+    assert at_edge_of_space({"lr": 7e-4}, space) == {"lr": "high"}
+    assert at_edge_of_space({"lr": 3e-5}, space) == {}
+    assert at_edge_of_space({"n": 9.5}, {"n": {"low": 1, "high": 10}}) == {"n": "high"}  # linear scale
+    assert at_edge_of_space({"n": 9}, {"n": {"low": 1, "high": 10}}) == {}
+    study = optuna.create_study()
+    for lr, error in ((3e-5, 0.41), (1.19e-6, 0.25), (4.21e-5, 0.45)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr}, distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 9e-4, log=True)},
+            value=error))
+    req = type("Req", (), {"seed": 0, "executor": "local", "backbone": "offline:whisper-base", "command": "tune",
+                           "commit": "abc"})()
+    record = _record(study, {"lr": space["lr"]}, req, None)
+    assert record["config"] == {"lr": 1.19e-6} and record["provenance"]["at_edge_of_space"] == {"lr": "low"}
+    study.add_trial(optuna.trial.create_trial(
+        params={"lr": 3e-5}, distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 9e-4, log=True)},
+        value=0.1))
+    assert "at_edge_of_space" not in _record(study, {"lr": space["lr"]}, req, None)["provenance"]
