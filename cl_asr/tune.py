@@ -5,7 +5,7 @@ on the scenario built with `evaluate="dev"`: every experience's dev set and ever
 take the place of the test sets, so no test set is synthesised, loaded or decoded (tests/test_tune.py checks).
 The trials of a strategy share one run directory (TUNE_DIR/<strategy>/) and one Optuna study stored beside it
 (TUNE_DIR/<strategy>.db), so an interrupted search resumes where it stopped: finished trials are kept, a trial
-whose run was cut short resumes from its last finished evaluation pass.
+whose run was cut short runs first again with its own values and resumes from its last finished evaluation pass.
 
 What is searched: the fields a strategy's config marks with `search` in their metadata (the learning rates:
 log-uniform within a factor 30 of the strategy's current default either way; prompt length, ranks, replay buffer
@@ -150,7 +150,8 @@ def tune(req: TuneRequest) -> Path:
         # The first trial of a new study is the hand-set defaults themselves, so a search never picks a value
         # that did worse on the dev sets than what it replaces (within one study, on these dev sets).
         defaults = _round({k: getattr(bases[name], k) for k in spaces[name]})
-        start = [] if any(_round(t.params) == defaults for t in done) else [defaults]
+        start = _resume_interrupted(study, name) + ([] if any(_round(t.params) == defaults for t in done) else [defaults])
+        start = [v for i, v in enumerate(start) if v not in start[:i]]  # an interrupted defaults trial once
 
         def run_trial(values: dict, run_dir: Path, name=name) -> float:
             """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
@@ -189,6 +190,26 @@ def tune(req: TuneRequest) -> Path:
         # written as each study ends: a long search stopped later keeps the winners it has
         path = write_tuned(path, req.profile, {name: chosen[name]})
     return path
+
+
+def _resume_interrupted(study, name: str) -> list[dict]:
+    """The values of trials left running by a search that was stopped (one process owns a tuning directory at a
+    time, so any running trial found on opening is stale), to run first: each resumes its run from its last
+    finished evaluation pass (the same values give the same variant name, hence the same checkpoint). A fresh
+    proposal instead would leave the stopped trial's rows behind unfinished. The stale trials are marked failed
+    (they are not counted); values a finished trial already holds are not run again."""
+    import optuna
+
+    finished = [_round(t.params) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    values = []
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            params = _round(trial.params)
+            if params and params not in finished and params not in values:
+                values.append(params)
+                log(f"tune {name}: the stopped trial {params} goes on from where it was cut short")
+    return values
 
 
 def _open_study(out: Path, name: str, req: TuneRequest, tuned_file: Path, space: dict):

@@ -170,3 +170,25 @@ def test_a_winner_at_the_edge_of_its_search_space_is_flagged():
         params={"lr": 3e-5}, distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 9e-4, log=True)},
         value=0.1))
     assert "at_edge_of_space" not in _record(study, {"lr": space["lr"]}, req, None)["provenance"]
+
+
+def test_a_trial_cut_short_goes_on_with_its_own_values(tmp_path):
+    """A search stopped mid-trial leaves that trial RUNNING in its study; on resuming it runs first with the same
+    values (so its run resumes from its checkpoint) instead of a new proposal that would orphan its rows."""
+    import optuna
+
+    from cl_asr.tune import _resume_interrupted
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="fft")
+    lr = optuna.distributions.FloatDistribution(1e-6, 9e-4, log=True)
+    study.add_trial(optuna.trial.create_trial(params={"lr": 3e-5}, distributions={"lr": lr}, value=0.41))
+    study.enqueue_trial({"lr": 3e-5})
+    stale_done = study.ask({"lr": lr})  # a stale trial whose values a finished trial holds: not run again
+    study.enqueue_trial({"lr": 4.205680317637069e-05})
+    study.ask({"lr": lr})  # stopped while running
+    queue = _resume_interrupted(study, "fft")
+    assert queue == [{"lr": 4.21e-05}]
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states and states.count(optuna.trial.TrialState.FAIL) == 2
+    assert stale_done.number in [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert _resume_interrupted(study, "fft") == []  # nothing left running
