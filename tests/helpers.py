@@ -1,4 +1,5 @@
-"""Shared by the tests: the command line in a subprocess, as a user would run it; a Common Voice-layout fixture."""
+"""Shared by the tests: the command line in a subprocess, as a user would run it; a Common Voice-layout fixture;
+a function that fails once (a crash mid-run, for the resume tests)."""
 import os
 import subprocess
 import sys
@@ -11,6 +12,21 @@ def run_suite(*args, cwd=REPO, env=None, timeout=1200) -> subprocess.CompletedPr
     """`python run_suite.py ARGS` in `cwd` (the repository by default), with `env` added to this environment."""
     return subprocess.run([sys.executable, str(REPO / "run_suite.py"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def fail_once(monkeypatch, module, name: str, when, message: str) -> None:
+    """Replace `module.name` by a function that raises RuntimeError(message) the first time `when(*args)` holds
+    for its positional arguments, and otherwise calls the real one."""
+    real = getattr(module, name)
+    state = {"raised": False}
+
+    def flaky(*args):
+        if when(*args) and not state["raised"]:
+            state["raised"] = True
+            raise RuntimeError(message)
+        return real(*args)
+
+    monkeypatch.setattr(module, name, flaky)
 
 
 # A one-experience corpus scenario over a Common Voice-layout fixture written by write_common_voice_split

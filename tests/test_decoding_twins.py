@@ -9,6 +9,7 @@ import pytest
 
 from cl_asr import runner
 from cl_asr.cli import main
+from helpers import fail_once
 
 MICRO = ["run", "--scenario", "languages", "--profile", "micro", "--no-progress", "--no-report", "--set", "n_train=2"]
 TWIN = "spt_decoder[eval_routing=lid]"
@@ -65,16 +66,8 @@ def test_which_rows_are_twins(tmp_path):
 
 def test_a_failure_mid_stream_resumes_the_row_and_its_twin_together(runs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "crash"
-    real = runner.evaluate_as_twin
-    state = {"raised": False}
-
-    def flaky(run, strategy, twin, seed, step):
-        if step == 1 and not state["raised"]:
-            state["raised"] = True
-            raise RuntimeError("injected failure while evaluating the twin")
-        return real(run, strategy, twin, seed, step)
-
-    monkeypatch.setattr(runner, "evaluate_as_twin", flaky)
+    fail_once(monkeypatch, runner, "evaluate_as_twin", lambda run, strategy, twin, seed, step: step == 1,
+              "injected failure while evaluating the twin")
     args = [*MICRO, "--strategies", f"spt_decoder,{TWIN}", "--out", str(out)]
     assert main(args) == 1
     err = capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 from cl_asr import runner
 from cl_asr.cl.language_tokens import ExtendedEmbedding, install, trained_row
 from cl_asr.cli import main
-from helpers import strategy_rows
+from helpers import fail_once, strategy_rows
 
 MICRO = ["run", "--scenario", "languages", "--profile", "micro", "--no-progress", "--no-report", "--set", "n_train=2"]
 
@@ -86,16 +86,8 @@ def d_model_of(out) -> int:
 
 def test_a_run_with_new_tokens_resumes_as_if_uninterrupted(token_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "crash"
-    real = runner.evaluate_pass
-    state = {"raised": False}
-
-    def flaky(strategy, scenario, name, seed, trained_through):
-        if trained_through == 1 and not state["raised"]:
-            state["raised"] = True
-            raise RuntimeError("injected failure")
-        return real(strategy, scenario, name, seed, trained_through)
-
-    monkeypatch.setattr(runner, "evaluate_pass", flaky)
+    fail_once(monkeypatch, runner, "evaluate_pass", lambda strategy, scenario, name, seed, step: step == 1,
+              "injected failure")
     args = [*MICRO, "--strategies", "lora[language_token=new]", "--out", str(out)]
     assert main(args) == 1
     assert main(args) == 0
