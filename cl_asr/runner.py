@@ -168,6 +168,7 @@ class Run:
     ordered: dict = dataclasses.field(default_factory=dict)  # row name -> its scenario reordered (--orders)
     twin_of: dict = dataclasses.field(default_factory=dict)  # decoding twin -> the row it is evaluated from
     riders: dict = dataclasses.field(default_factory=dict)  # (row, seed) -> twins evaluated with it this time
+    twin_lms: dict = dataclasses.field(default_factory=dict)  # fused decoding twin -> {experience index: its LM}
     stage: str = ""  # what the strategy running now is doing (setup, training on X, ...): named if it fails
 
     @property
@@ -411,10 +412,8 @@ def prepare(req: RunRequest, run_dir: RunDirectory) -> Run:
     ordered = {name: scenario.reordered(checked.orders[name]) for name in checked.orders}
     twin_of = decoding_twins(names, classes, configs)
     for twin, source in twin_of.items():
-        differ = sorted(k for k, v in dataclasses.asdict(configs[twin]).items()
-                        if dataclasses.asdict(configs[source]).get(k) != v)
         log(f"{twin}: evaluated from the training of {source} (they differ only in how they decode: "
-            f"{', '.join(differ)})")
+            f"{', '.join(sorted(config_differences(configs[source], configs[twin])))})")
     steps = {name: evaluation_steps(classes[name], n_exp) for name in names}
     config = {
         "scenario": builder.config.name, "scenario_file": str(scenario_path(req.scenario)),
@@ -552,8 +551,7 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
         book["trainable"] = max(book["trainable"], strategy.last_trainable)
     elif step >= 0 and getattr(method.config, "lm_weight", 0.0) > 0:  # zero_shot[lm_weight=W]: nothing to train,
         experience = run.scenario_of(name).benchmark.train_stream[step]  # but the LM of the experience's text
-        strategy.learn_fusion_lm([experience.dataset[i] for i in range(len(experience.dataset))],
-                                 strategy.target_of(experience).index)
+        strategy.learn_fusion_lm(rows_of_experience(experience), strategy.target_of(experience).index)
     run.stage = f"evaluation after {after}" if step >= 0 else "evaluation before training"
     rows, preds, secs = evaluate_pass(strategy, run.scenario_of(name), name, seed, step)
     book["eval_seconds"] += secs
@@ -591,6 +589,18 @@ def decode_only_fields(method_cls) -> set[str]:
     return fields
 
 
+def config_differences(a, b) -> set[str]:
+    """The fields whose values differ between two strategy configs."""
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    return {k for k in da.keys() | db.keys() if da.get(k) != db.get(k)}
+
+
+def rows_of_experience(experience) -> list[dict]:
+    """Every row of an experience's dataset, in order."""
+    data = experience.dataset
+    return [data[i] for i in range(len(data))]
+
+
 def decoding_twins(names: list[str], classes: dict, configs: dict) -> dict[str, str]:
     """Decoding twins: twin -> the earlier row of the request it is evaluated from. Two rows of the same class,
     order and config but for fields that only change decoding (`decode_only_fields`) train alike, so the twin is
@@ -599,11 +609,9 @@ def decoding_twins(names: list[str], classes: dict, configs: dict) -> dict[str, 
     trains on its own (`evaluate_as_twin`)."""
     twin_of: dict[str, str] = {}
     for i, b in enumerate(names):
-        cb = dataclasses.asdict(configs[b])
         decode_only = decode_only_fields(classes[b])
         for a in names[:i]:
-            ca = dataclasses.asdict(configs[a])
-            differ = {k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)}
+            differ = config_differences(configs[a], configs[b])
             if (a not in twin_of and classes[a] is classes[b] and orders.split(a)[1] == orders.split(b)[1]
                     and differ and differ <= decode_only):
                 twin_of[b] = a
@@ -617,7 +625,8 @@ def evaluate_as_twin(run: Run, strategy: ASRTemplate, twin: str, seed: int, step
     profile or router class: recorded now from its training rows through the plain backbone, as the method
     records them when it trains with that routing (`record_routing_profile`). A fused twin gets the LMs of the
     experiences learned so far, counted from their training transcripts with its own lm_order, as training on
-    its own would have made them (`learn_fusion_lm`); the row's own LMs, if any, are set aside meanwhile."""
+    its own would have made them (`learn_fusion_lm`), each once per run (`run.twin_lms`); the row's own LMs, if
+    any, are set aside meanwhile."""
     method = strategy.method
     own = method.config
     own_lms = method.__dict__.pop("fusion_lms", None)
@@ -627,12 +636,15 @@ def evaluate_as_twin(run: Run, strategy: ASRTemplate, twin: str, seed: int, step
         routed = "eval_routing" in decode_only_fields(type(method))  # a set-per-experience strategy
         for index in range(method.experiences_trained if routed else 0):
             if not method.has_routing_profile(index):
-                data = scenario.benchmark.train_stream[index].dataset
-                method.record_routing_profile(index, [data[i] for i in range(len(data))])
-        for index in range(step + 1):  # experience `step` and those before it have been learned
-            experience = scenario.benchmark.train_stream[index]
-            strategy.learn_fusion_lm([experience.dataset[i] for i in range(len(experience.dataset))],
-                                     strategy.target_of(experience).index)  # nothing unless the twin fuses
+                method.record_routing_profile(index, rows_of_experience(scenario.benchmark.train_stream[index]))
+        if getattr(method.config, "lm_weight", 0.0) > 0:  # experience `step` and those before it are learned
+            lms = run.twin_lms.setdefault(twin, {})  # (an LM depends on the texts and lm_order, not the seed)
+            learned = [strategy.target_of(scenario.benchmark.train_stream[k]).index for k in range(step + 1)]
+            for k, index in enumerate(learned):
+                if index not in lms:
+                    strategy.learn_fusion_lm(rows_of_experience(scenario.benchmark.train_stream[k]), index)
+                    lms[index] = method.fusion_lms[index]
+            method.fusion_lms = {index: lms[index] for index in learned}
         return evaluate_pass(strategy, scenario, twin, seed, step)
     finally:
         method.config = own

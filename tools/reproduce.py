@@ -103,7 +103,7 @@ def today_configs(cfg: dict, strategies: list[str], named: dict) -> dict[str, di
     from cl_asr.runner import RunRequest, check_request
 
     req = RunRequest(scenario=cfg["scenario"], strategies=strategies, profile=cfg["profile"],
-                     out_dir=Path(tempfile.mkdtemp(prefix="cl_asr-reproduce-check-")) / "run",
+                     out_dir=Path(tempfile.gettempdir()) / "cl_asr-reproduce-check",  # checked, never written
                      profile_overrides=dict(cfg.get("profile_overrides") or {}), variants=named)
     return {name: config_record(c) for name, c in check_request(req).configs.items()}
 
@@ -120,7 +120,7 @@ def as_committed(cfg: dict, strategies: list[str], named: dict) -> tuple[list[st
         if old is None or old == new:
             run.append(name)
             continue
-        gone = sorted(k for k in old if k not in new and k not in today_fields(name, named))
+        gone = sorted(k for k in old if k not in today_fields(name, named))
         if gone:
             raise SystemExit(f"{name}: the committed config sets {', '.join(gone)}, which {name} no longer has: "
                              "it cannot be re-run as committed")
