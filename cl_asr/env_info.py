@@ -76,6 +76,14 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def timing_device(device: torch.device) -> str:
+    """What a strategy's seconds were measured on, in a few words: the GPU, or the CPU and its torch threads
+    (a run resumed on another machine, or beside another job with fewer threads, is timed on several)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
 def device_info(device: torch.device) -> dict:
     info = {"device": str(device), "cpu": cpu_name(), "cpu_threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform()}

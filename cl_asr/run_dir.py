@@ -50,6 +50,7 @@ class StrategyRun:
     train_seconds_per_experience: list[float] | None = None
     eval_seconds: float | None = None
     peak_memory_mb: float | None = None
+    timed_on: list[str] | None = None  # the devices its seconds were measured on (cl_asr/env_info.py timing_device)
     processes: int | None = None
     decodes: dict | None = None
     eval_routing: str | None = None

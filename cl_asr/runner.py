@@ -36,7 +36,7 @@ from .cl.resources import PeakMemory
 from .cl.decoding import DecodeMemo
 from .cl.template import ASRTemplate
 from .core import tensor_digest
-from .env_info import device_info, environment_lock, git_commit, package_versions
+from .env_info import device_info, environment_lock, git_commit, package_versions, timing_device
 from .log import log
 from .methods import METHODS, get_method, method_config
 from .metrics.text import pooled, score_utterances
@@ -564,6 +564,9 @@ def one_pass(run: Run, strategy: ASRTemplate, name: str, seed: int, step: int, b
         rows, preds = rows + twin_rows, preds + twin_preds  # one checkpoint and one append for the whole pass
         book["twin_eval_seconds"][twin] += twin_secs
     done_steps.append(step)
+    timed_on = book.setdefault("timed_on", [])  # (a checkpoint written before this field has none)
+    if timing_device(run.device) not in timed_on:
+        timed_on.append(timing_device(run.device))
     # every process's peak so far: the job's is the largest
     book["peak_memory_mb"] = max(distributed.gather_objects(max(book["peak_memory_mb"], mem.peak_mb)))
     if run.main:  # checkpoint first, then the rows: a crash in between is mended from the checkpoint
@@ -668,4 +671,4 @@ def outcome(run: Run, name: str, seed: int, strategy: ASRTemplate, book: dict, m
         processes=run.processes.world if run.processes else None, decodes=book["decodes"],
         eval_routing=getattr(run.configs[name], "eval_routing", None), joint=run.classes[name].capabilities.joint,
         single_task=run.classes[name].capabilities.single_task or None,
-        info=method.info(), training_faults=strategy.faults)
+        info=method.info(), training_faults=strategy.faults, timed_on=book.get("timed_on"))

@@ -6,6 +6,7 @@ from io import BytesIO
 
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from cl_asr.methods import METHODS
@@ -116,6 +117,9 @@ def test_run_json_records_what_determined_the_run(micro_run):
     assert runs["zero_shot"]["trainable_params"] == 0 and runs["zero_shot"]["train_seconds"] == 0
     assert runs["fft"]["trainable_params"] == runs["fft"]["backbone_params"] - 500 * d  # 10 s window: 500 frozen positions
     assert len(runs["fft"]["train_seconds_per_experience"]) == 3 and runs["fft"]["peak_memory_mb"] > 0
+    # what the seconds were measured on: this process's CPU and threads (a resumed run may list several)
+    from cl_asr.env_info import timing_device
+    assert {tuple(r["timed_on"]) for r in runs.values()} == {(timing_device(torch.device("cpu")),)}
     # checkpoints hold what a strategy trained: a frozen-backbone method's is far smaller than FFT's model
     backbone_bytes = 4 * runs["fft"]["backbone_params"]
     assert runs["fft"]["stored_bytes"] > 0.9 * backbone_bytes

@@ -446,6 +446,9 @@ def _transfer_and_cost_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: 
             "train s": f"{r.train_mean:.1f}" + (f" ± {r.train_std:.1f}" if r.seeds > 1 else ""),
             "eval s": f"{r.eval_mean:.1f}", "peak memory MB": r.memory,
             "decodes computed / reused": f"{sum(d['computed'] for d in decodes)} / {sum(d['reused'] for d in decodes)}",
+            # seconds are comparable only between runs timed alike (run.json strategy_runs[].timed_on)
+            "timed on": "; ".join(dict.fromkeys(d for c in sc.costs if c["system"] == s and not c.get("failure")
+                                                for d in c.get("timed_on") or [])) or "–",
         })
     return [Block("h2", "Forgetting and transfer, plotted"),
             Block("img", forget.relative_to(base).as_posix(), "forgetting"),
@@ -454,9 +457,11 @@ def _transfer_and_cost_blocks(sc: _Scenario, plot_dir: Path, prefix: str, base: 
             Block("img", pareto.relative_to(base).as_posix(), "error against parameters"),
             Block("h2", "Cost"),
             Block("p", "Mean over seeds (± standard deviation). Peak memory is the process's resident memory on CPU "
-                       "(GPU allocator peak on CUDA), the largest over seeds. A decode is reused when the same model "
-                       "state was already decoded on the same set (e.g. base-language sets under frozen-backbone "
-                       "methods, or an untrained strategy under every seed)."),
+                       "(GPU allocator peak on CUDA), the largest over seeds. `timed on`: the devices the seconds "
+                       "were measured on (a run resumed elsewhere, or run beside another job with fewer threads, "
+                       "lists several; runs from before this was recorded show –). A decode is reused when the same "
+                       "model state was already decoded on the same set (e.g. base-language sets under "
+                       "frozen-backbone methods, or an untrained strategy under every seed)."),
             Block("table", pd.DataFrame(cost_rows))]
 
 
