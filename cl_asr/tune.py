@@ -10,7 +10,9 @@ whose run was cut short runs first again with its own values and resumes from it
 What is searched: the fields a strategy's config marks with `search` in their metadata (the learning rates:
 log-uniform within a factor 30 of the strategy's current default either way; prompt length, ranks, replay buffer
 size: a few values), or those named with --params. The first trial is the hand-set defaults (until a finished
-trial holds them), so the winner is never one that did worse on the dev sets than the defaults it replaces.
+trial holds them), so the winner is never one that did worse on the dev sets than the defaults it replaces. A
+space of choices only, within the budget, is tried point by point (`_grid`), and where those fields only change
+decoding (`runner.decode_only_fields`: lm_weight) the points are decoding twins of one training.
 
 The objective is the mean error (the scenario's metric) over every dev set after the whole stream: the
 experiences' (what was learned, and kept through the later experiences) and the preservation languages' (what
@@ -26,6 +28,7 @@ objective, the backbone, the command and the git commit. Runs of that scenario a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,7 +119,7 @@ def tune(req: TuneRequest) -> Path:
     import optuna
 
     from .methods import get_method, method_config
-    from .runner import RunRequest, check_request, run_benchmark
+    from .runner import RunRequest, check_request, decode_only_fields, run_benchmark
     from .scenarios import load_scenario_builder
 
     if req.trials < 1:
@@ -152,17 +155,30 @@ def tune(req: TuneRequest) -> Path:
         defaults = _round({k: getattr(bases[name], k) for k in spaces[name]})
         start = _resume_interrupted(study, name) + ([] if any(_round(t.params) == defaults for t in done) else [defaults])
         start = [v for i, v in enumerate(start) if v not in start[:i]]  # an interrupted defaults trial once
+        n_new = req.trials - len(done)
+        grid = _grid(spaces[name])
+        if grid is not None and len(grid) <= req.trials:
+            # A space of a few choices that the budget covers is searched exhaustively, each point once: TPE's
+            # draws would repeat some points (a repeat costs nothing but a trial) and leave others untried.
+            start += [v for v in grid if v not in start and not any(_round(t.params) == v for t in done)]
+            n_new = len(start)
+            log(f"tune {name}: the space has {len(grid)} points, within the {req.trials} trials: each is tried once")
 
-        def run_trial(values: dict, run_dir: Path, name=name) -> float:
-            """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
-            # The plain name only where a run of it has these values: it takes the tuned-defaults file (an
-            # earlier search's winner) over the hand-set defaults, so the defaults' trial is then a variant too.
+        def trial_spec(values: dict, name=name) -> str:
+            """The row a trial with `values` (rounded) runs as: the plain name only where a run of it has these
+            values (it takes the tuned-defaults file, an earlier search's winner, over the hand-set defaults, so
+            the defaults' trial is then a variant too), else the variant name[key=value,...]."""
             current = method_config(name, req.profile, profile.prompt_length, scenario=scenario_name)
-            unchanged = all(getattr(current, k) == v for k, v in values.items())
-            run_req = RunRequest(scenario=req.scenario, strategies=[name if unchanged else variant(name, values)],
-                                 profile=req.profile,
-                                 out_dir=run_dir, backbone=req.backbone, seeds=[req.seed], device=req.device,
-                                 progress=req.progress, report=False, command=req.command, evaluate="dev")
+            return name if all(getattr(current, k) == v for k, v in values.items()) else variant(name, values)
+
+        def dev_request(specs: list[str], run_dir: Path) -> RunRequest:
+            return RunRequest(scenario=req.scenario, strategies=specs, profile=req.profile, out_dir=run_dir,
+                              backbone=req.backbone, seeds=[req.seed], device=req.device, progress=req.progress,
+                              report=False, command=req.command, evaluate="dev")
+
+        def run_trial(values: dict, run_dir: Path) -> float:
+            """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
+            run_req = dev_request([trial_spec(values)], run_dir)
             (resolved,) = check_request(run_req).configs  # the variant's row name in the results
             run_benchmark(run_req)
             error = dev_error(run_dir, resolved, builder.config.metric)
@@ -170,15 +186,21 @@ def tune(req: TuneRequest) -> Path:
             return error
 
         log(f"tune {name}: {len(done)} of {req.trials} trials done; searching {spaces[name]}")
-        if req.trials > len(done) and req.executor == "ray":
-            _search_on_ray(req, name, spaces[name], out, run_trial, req.trials - len(done), req.seed + len(study.trials),
-                           start)
+        if n_new > 0 and req.executor == "local" and grid is not None and len(start) > 1 and \
+                set(spaces[name]) <= decode_only_fields(get_method(name)):
+            # Every point differs only in how the trained model decodes (e.g. lm_weight): one training, every
+            # point evaluated from it as a decoding twin (README "Decoding twins"; the same rows as training each
+            # alone), in one run before the trials, which then find their rows there.
+            log(f"tune {name}: {', '.join(spaces[name])} only change decoding: the {len(start)} points are "
+                f"evaluated from one training")
+            run_benchmark(dev_request([trial_spec(v) for v in start], run_dir))
+        if n_new > 0 and req.executor == "ray":
+            _search_on_ray(req, name, spaces[name], out, run_trial, n_new, req.seed + len(study.trials), start)
             study = optuna.load_study(study_name=name, storage=f"sqlite:///{(out / f'{name}.db').resolve()}")
-        elif req.trials > len(done):
+        elif n_new > 0:
             for values in start:
                 study.enqueue_trial(values)
-            study.optimize(lambda trial: run_trial(_suggest(trial, spaces[name]), run_dir),
-                           n_trials=req.trials - len(done))
+            study.optimize(lambda trial: run_trial(_suggest(trial, spaces[name]), run_dir), n_trials=n_new)
         chosen[name] = _record(study, spaces[name], req, profile)
         for key, side in chosen[name]["provenance"].get("at_edge_of_space", {}).items():
             log(f"tune {name}: the best {key}, {chosen[name]['config'][key]:.3g}, lies at the {side} end of its search "
@@ -257,6 +279,13 @@ def _same_trials(path: Path, profile: str, name: str, record: dict) -> bool:
     entry = _tuned_entry(path, profile, name)
     return bool(entry) and entry.get("config") == record["config"] and \
         (entry.get("provenance") or {}).get("all_trials") == record["provenance"]["all_trials"]
+
+
+def _grid(space: dict) -> list[dict] | None:
+    """Every point of a space made only of choices, in the order of the choices; None if a field is a range."""
+    if not space or any("choices" not in spec for spec in space.values()):
+        return None
+    return [dict(zip(space, point)) for point in itertools.product(*(spec["choices"] for spec in space.values()))]
 
 
 def _round(values: dict) -> dict:

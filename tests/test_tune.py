@@ -1,6 +1,7 @@
 """`run_suite.py tune`: searches on dev sets only (never a test set built or decoded), resumes, writes the tuned
 defaults with their provenance, and later runs of that scenario and profile use them."""
 import dataclasses
+import json
 
 import pytest
 import yaml
@@ -192,3 +193,24 @@ def test_a_trial_cut_short_goes_on_with_its_own_values(tmp_path):
     assert optuna.trial.TrialState.RUNNING not in states and states.count(optuna.trial.TrialState.FAIL) == 2
     assert stale_done.number in [t.number for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert _resume_interrupted(study, "fft") == []  # nothing left running
+
+
+def test_a_space_of_decoding_choices_is_searched_exhaustively_from_one_training(tmp_path, tuned_dir, monkeypatch,
+                                                                                capsys):
+    """lm_weight's five choices within a five-trial budget: each point tried once (TPE would repeat some), and as
+    lm_weight only changes decoding, the strategy trains once and every point is a decoding twin of it."""
+    from cl_asr.cl.template import ASRTemplate
+
+    trained = []
+    real_train = ASRTemplate.train
+    monkeypatch.setattr(ASRTemplate, "train", lambda self, *a, **k: (trained.append(1), real_train(self, *a, **k))[1])
+    out = tmp_path / "study"
+    assert main(["tune", "--scenario", "text_domains", "--strategies", "text_spt", "--profile", "micro", "--params",
+                 "lm_weight", "--trials", "5", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    prov = yaml.safe_load((tuned_dir / "text_domains.yaml").read_text())["profiles"]["micro"]["text_spt"]["provenance"]
+    choices = search_space(method_config("text_spt"), ["lm_weight"])["lm_weight"]["choices"]
+    assert sorted(t["values"]["lm_weight"] for t in prov["all_trials"]) == sorted(choices)
+    experiences = {json.loads(line)["trained_through"] for line in (out / "text_spt" / "results.jsonl").open()} - {-1}
+    assert len(trained) == len(experiences)  # one training: one train() call per experience, not one per point
+    errors = {t["values"]["lm_weight"]: t["dev_error"] for t in prov["all_trials"]}
+    assert len(set(errors.values())) > 1  # the points decode differently (fusion at 0.5 is not fusion at 0)
