@@ -364,7 +364,9 @@ def _record(study, space: dict, req: TuneRequest, profile) -> dict:
         "config": values,
         "provenance": {
             "objective": OBJECTIVE, "dev_error": round(best.value, 6), "trials": len(trials),
-            "search_space": space, "sampler": f"optuna TPE (seed {req.seed}, plus the trials done on resuming)",
+            "search_space": space,
+            "sampler": "every point of the space once (it fits the budget)" if (grid := _grid(space)) is not None
+            and len(grid) <= req.trials else f"optuna TPE (seed {req.seed}, plus the trials done on resuming)",
             "executor": "Ray Tune (OptunaSearch)" if req.executor == "ray" else "local",
             "all_trials": [{"values": {k: (float(f"{v:.3g}") if isinstance(v, float) else v)
                                        for k, v in t.params.items()}, "dev_error": round(t.value, 6)}

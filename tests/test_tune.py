@@ -163,7 +163,7 @@ def test_a_winner_at_the_edge_of_its_search_space_is_flagged():
         study.add_trial(optuna.trial.create_trial(
             params={"lr": lr}, distributions={"lr": optuna.distributions.FloatDistribution(1e-6, 9e-4, log=True)},
             value=error))
-    req = type("Req", (), {"seed": 0, "executor": "local", "backbone": "offline:whisper-base", "command": "tune",
+    req = type("Req", (), {"seed": 0, "trials": 4, "executor": "local", "backbone": "offline:whisper-base", "command": "tune",
                            "commit": "abc"})()
     record = _record(study, {"lr": space["lr"]}, req, None)
     assert record["config"] == {"lr": 1.19e-6} and record["provenance"]["at_edge_of_space"] == {"lr": "low"}
@@ -210,6 +210,7 @@ def test_a_space_of_decoding_choices_is_searched_exhaustively_from_one_training(
     prov = yaml.safe_load((tuned_dir / "text_domains.yaml").read_text())["profiles"]["micro"]["text_spt"]["provenance"]
     choices = search_space(method_config("text_spt"), ["lm_weight"])["lm_weight"]["choices"]
     assert sorted(t["values"]["lm_weight"] for t in prov["all_trials"]) == sorted(choices)
+    assert prov["sampler"].startswith("every point of the space once")
     experiences = {json.loads(line)["trained_through"] for line in (out / "text_spt" / "results.jsonl").open()} - {-1}
     assert len(trained) == len(experiences)  # one training: one train() call per experience, not one per point
     errors = {t["values"]["lm_weight"]: t["dev_error"] for t in prov["all_trials"]}
