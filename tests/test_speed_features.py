@@ -252,3 +252,34 @@ def test_sets_decoded_together_equal_sets_decoded_one_by_one(tiny):
             assert calls == ["es", "de"], calls
     assert set(outputs[True]) == {("test", 0), ("test", 1)} and outputs[True] == outputs[False]
     assert all(not reused and len(hyps) == 2 for _, hyps, reused in outputs[True].values())
+
+
+def test_routing_reuses_cached_encoder_outputs_with_the_results_of_no_cache(tmp_path, monkeypatch):
+    """Whisper-LID and learned routing run the plain backbone over each batch before decoding it; the evaluation
+    lends them its encoder cache (methods/base.py lent_encoder_cache), which under spt_decoder's frozen encoder
+    holds the very outputs the decode needs. The rows are those of a run with every cache off."""
+    import json
+
+    from cl_asr.backbones import lid
+    from cl_asr.cli import main
+    from cl_asr.methods import learned_router
+
+    lent = {"lid": [], "learned": []}
+    real_lid, real_features = lid.language_distribution, learned_router.speech_frame_features
+    monkeypatch.setattr(lid, "language_distribution", lambda m, t, f, encoder_states=None: (
+        lent["lid"].append(encoder_states is not None), real_lid(m, t, f, encoder_states))[1])
+    monkeypatch.setattr(learned_router, "speech_frame_features", lambda m, f, encoder_states=None: (
+        lent["learned"].append(encoder_states is not None), real_features(m, f, encoder_states))[1])
+    specs = "spt_decoder[eval_routing=lid],spt_decoder[eval_routing=learned]"
+    used = {}
+    for label, extra in (("cached", []), ("uncached", ["--no-cache"])):
+        lent = {"lid": [], "learned": []}
+        assert main(["run", "--scenario", "languages", "--profile", "micro", "--strategies", specs, "--out",
+                     str(tmp_path / label), "--no-progress", "--no-report", *extra]) == 0
+        used[label] = lent
+    for name in ("results.jsonl", "predictions.jsonl"):
+        assert (tmp_path / "cached" / name).read_bytes() == (tmp_path / "uncached" / name).read_bytes(), name
+    for kind in ("lid", "learned"):  # evaluation batches took cached outputs; without a cache, none was lent
+        assert any(used["cached"][kind]) and not any(used["uncached"][kind]), kind
+    cache = json.loads((tmp_path / "cached" / "run.json").read_text())["speed"]["encoder_cache"]
+    assert cache["hits"] > cache["misses"] > 0

@@ -40,8 +40,10 @@ LANGUAGE_CODES: list[str] = _language_codes()  # Whisper's languages, in its own
 
 
 @torch.inference_mode()
-def language_distribution(model, tokenizer, input_features: torch.Tensor) -> torch.Tensor:
-    """[N, len(LANGUAGE_CODES)] P(language | audio) over all of Whisper's languages, per utterance (CPU, fp32)."""
+def language_distribution(model, tokenizer, input_features: torch.Tensor,
+                          encoder_states: torch.Tensor | None = None) -> torch.Tensor:
+    """[N, len(LANGUAGE_CODES)] P(language | audio) over all of Whisper's languages, per utterance (CPU, fp32).
+    `encoder_states`: `model`'s encoder output for these features where already at hand (an encoder cache)."""
     ids = [tokenizer.convert_tokens_to_ids(f"<|{code}|>") for code in LANGUAGE_CODES]
     # Whisper before large-v3 has no <|yue|>: a language the tokenizer lacks gets probability 0.
     known = torch.tensor([i is not None and i != tokenizer.unk_token_id for i in ids])
@@ -50,6 +52,7 @@ def language_distribution(model, tokenizer, input_features: torch.Tensor) -> tor
     device = next(model.parameters()).device
     feats = input_features.to(device)
     decoder_input_ids = torch.full((feats.shape[0], 1), sot, device=device)
-    logits = model(input_features=feats, decoder_input_ids=decoder_input_ids).logits[:, -1, ids].float().cpu()
+    audio = {"input_features": feats} if encoder_states is None else {"encoder_outputs": (encoder_states.to(device),)}
+    logits = model(**audio, decoder_input_ids=decoder_input_ids).logits[:, -1, ids].float().cpu()
     logits[:, ~known] = float("-inf")
     return torch.softmax(logits, dim=-1)

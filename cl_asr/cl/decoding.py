@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from .. import distributed
 from ..core import Target
-from ..methods.base import Method
+from ..methods.base import Method, lent_encoder_cache
 from .decode_key import decode_key
 
 
@@ -243,6 +243,15 @@ class Decoding:
             shareable, list(routes), oracle,
         )
 
+    def routed_groups(self, target: Target, feats: torch.Tensor) -> list:
+        """The method's route groups for this batch, with the encoder cache lent to its routing passes (methods/
+        base.py lent_encoder_cache). Outside autocast, as routing always ran: the cache keys by autocast state."""
+        lent = lent_encoder_cache.set(None if self.encoder_cache is None else self.encoder_cache.encode)
+        try:
+            return self.method.route_batch(target, feats, self.conditioning(self.mbatch))
+        finally:
+            lent_encoder_cache.reset(lent)
+
     @torch.inference_mode()
     def decode_batch(self, target: Target) -> tuple[list[str], list[str | None], str | None]:
         """Greedy decoding of the current batch: (hypotheses, set chosen per row, the oracle's set)."""
@@ -253,7 +262,7 @@ class Decoding:
         oracle = None
         fusion = self.fusion_for(target)
         extra = {} if fusion is None else {"logits_processor": LogitsProcessorList([fusion])}
-        for group in self.method.route_batch(target, feats, self.conditioning(self.mbatch)):
+        for group in self.routed_groups(target, feats):
             oracle = group.oracle
             with group.route as route, self.autocast():
                 prompt_ids = torch.tensor(route.decoder_prefix, device=self.device) if route.decoder_prefix else None

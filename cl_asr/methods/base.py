@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator, Literal, Sequence
 
@@ -338,7 +339,8 @@ A method with one parameter set per experience (or one shared set), chosen at ev
 
         if torch.is_tensor(rows_or_features):
             with self.activate(None):
-                return speech_frame_features(self.model, rows_or_features)
+                return speech_frame_features(self.model, rows_or_features,
+                                             plain_encoder_states(self.model, rows_or_features))
         rows = list(rows_or_features)
         parts = []
         with self.activate(None):
@@ -354,7 +356,7 @@ A method with one parameter set per experience (or one shared set), chosen at ev
         if not torch.is_tensor(feats):
             feats = self.features_of(list(rows_or_features)[: self.lid_rows])
         with self.activate(None):
-            return language_distribution(self.model, self.tokenizer, feats)
+            return language_distribution(self.model, self.tokenizer, feats, plain_encoder_states(self.model, feats))
 
     lid_rows: ClassVar[int] = 8  # training utterances a language-ID profile averages over
 
@@ -399,6 +401,22 @@ A method with one parameter set per experience (or one shared set), chosen at ev
             rows = [i for i, k in enumerate(chosen) if k == key]
             groups.append(RouteGroup(rows, self.activate(key, rows_of(conditioning, rows)), [key] * len(rows), oracle))
         return groups
+
+
+# Routing runs the plain backbone over the batch being evaluated (Whisper's language ID, the learned router's
+# features) before it is decoded. The evaluation lends its encoder cache here for that (cl/decoding.py
+# decode_batch), so those passes reuse encoder outputs the cache holds, which under a frozen encoder are also the
+# ones the decode needs. The cache itself decides from the modules whether an output may be reused (an encoder
+# with hooks, gradients or foreign layers is not: None, and the pass computes it as before).
+lent_encoder_cache: ContextVar[Callable[[nn.Module, torch.Tensor], torch.Tensor | None] | None] = \
+    ContextVar("lent_encoder_cache", default=None)
+
+
+def plain_encoder_states(model: nn.Module, input_features: torch.Tensor) -> torch.Tensor | None:
+    """`model`'s encoder output for these features from the encoder cache lent by the evaluation in progress,
+    or None (no cache lent, or this encoder's output may not be reused: compute it)."""
+    encode = lent_encoder_cache.get()
+    return None if encode is None else encode(model, input_features)
 
 
 def rows_of(conditioning: dict | None, rows: list[int]) -> dict | None:

@@ -45,12 +45,14 @@ REJECT_FACTOR = 1.0
 
 
 @torch.inference_mode()
-def speech_frame_features(model, input_features: torch.Tensor) -> torch.Tensor:
+def speech_frame_features(model, input_features: torch.Tensor, encoder_states: torch.Tensor | None = None
+                          ) -> torch.Tensor:
     """[N, d] the encoder's output averaged over the frames that hold speech (`core.mean_over_speech`), for a
-    batch of log-mel features."""
+    batch of log-mel features (`encoder_states`: that output where already at hand, from an encoder cache)."""
     device = next(model.parameters()).device
     feats = input_features.to(device)
-    states = model.get_encoder()(input_features=feats).last_hidden_state
+    states = model.get_encoder()(input_features=feats).last_hidden_state if encoder_states is None \
+        else encoder_states.to(device)
     return mean_over_speech(states, feats).cpu()
 
 
