@@ -119,7 +119,7 @@ def tune(req: TuneRequest) -> Path:
     import optuna
 
     from .methods import get_method, method_config
-    from .runner import RunRequest, check_request, decode_only_fields, run_benchmark
+    from .runner import decode_only_fields, run_benchmark
     from .scenarios import load_scenario_builder
 
     if req.trials < 1:
@@ -153,38 +153,8 @@ def tune(req: TuneRequest) -> Path:
         # The first trial of a new study is the hand-set defaults themselves, so a search never picks a value
         # that did worse on the dev sets than what it replaces (within one study, on these dev sets).
         defaults = _round({k: getattr(bases[name], k) for k in spaces[name]})
-        start = _resume_interrupted(study, name) + ([] if any(_round(t.params) == defaults for t in done) else [defaults])
-        start = [v for i, v in enumerate(start) if v not in start[:i]]  # an interrupted defaults trial once
-        n_new = req.trials - len(done)
-        grid = _grid(spaces[name])
-        if grid is not None and len(grid) <= req.trials:
-            # A space of a few choices that the budget covers is searched exhaustively, each point once: TPE's
-            # draws would repeat some points (a repeat costs nothing but a trial) and leave others untried.
-            start += [v for v in grid if v not in start and not any(_round(t.params) == v for t in done)]
-            n_new = len(start)
-            log(f"tune {name}: the space has {len(grid)} points, within the {req.trials} trials: each is tried once")
-
-        def trial_spec(values: dict, name=name) -> str:
-            """The row a trial with `values` (rounded) runs as: the plain name only where a run of it has these
-            values (it takes the tuned-defaults file, an earlier search's winner, over the hand-set defaults, so
-            the defaults' trial is then a variant too), else the variant name[key=value,...]."""
-            current = method_config(name, req.profile, profile.prompt_length, scenario=scenario_name)
-            return name if all(getattr(current, k) == v for k, v in values.items()) else variant(name, values)
-
-        def dev_request(specs: list[str], run_dir: Path) -> RunRequest:
-            return RunRequest(scenario=req.scenario, strategies=specs, profile=req.profile, out_dir=run_dir,
-                              backbone=req.backbone, seeds=[req.seed], device=req.device, progress=req.progress,
-                              report=False, command=req.command, evaluate="dev")
-
-        def run_trial(values: dict, run_dir: Path) -> float:
-            """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
-            run_req = dev_request([trial_spec(values)], run_dir)
-            (resolved,) = check_request(run_req).configs  # the variant's row name in the results
-            run_benchmark(run_req)
-            error = dev_error(run_dir, resolved, builder.config.metric)
-            log(f"tune {name}: trial {values} -> dev {builder.config.metric} {error:.4f}")
-            return error
-
+        start, n_new, grid = _first_trials(study, name, spaces[name], defaults, done, req.trials)
+        run_trial = _TrialRunner(req, name, profile, scenario_name, builder.config.metric)
         log(f"tune {name}: {len(done)} of {req.trials} trials done; searching {spaces[name]}")
         if n_new > 0 and req.executor == "local" and grid is not None and len(start) > 1 and \
                 set(spaces[name]) <= decode_only_fields(get_method(name)):
@@ -193,7 +163,7 @@ def tune(req: TuneRequest) -> Path:
             # alone), in one run before the trials, which then find their rows there.
             log(f"tune {name}: {', '.join(spaces[name])} only change decoding: the {len(start)} points are "
                 f"evaluated from one training")
-            run_benchmark(dev_request([trial_spec(v) for v in start], run_dir))
+            run_benchmark(run_trial.request([run_trial.spec(v) for v in start], run_dir))
         if n_new > 0 and req.executor == "ray":
             _search_on_ray(req, name, spaces[name], out, run_trial, n_new, req.seed + len(study.trials), start)
             study = optuna.load_study(study_name=name, storage=f"sqlite:///{(out / f'{name}.db').resolve()}")
@@ -212,6 +182,61 @@ def tune(req: TuneRequest) -> Path:
         # written as each study ends: a long search stopped later keeps the winners it has
         path = write_tuned(path, req.profile, {name: chosen[name]})
     return path
+
+
+def _first_trials(study, name: str, space: dict, defaults: dict, done: list, trials: int
+                  ) -> tuple[list[dict], int, list[dict] | None]:
+    """(values to run first, in order; how many trials to run now; the space's grid or None). First a trial
+    that a stopped search left running, then the defaults unless a finished trial holds them. A space of a few
+    choices that the budget covers is searched exhaustively, each point once: TPE's draws would repeat some
+    points (a repeat costs nothing but a trial) and leave others untried."""
+    start = _resume_interrupted(study, name) + ([] if any(_round(t.params) == defaults for t in done) else [defaults])
+    start = [v for i, v in enumerate(start) if v not in start[:i]]  # an interrupted defaults trial once
+    n_new = trials - len(done)
+    grid = _grid(space)
+    if grid is not None and len(grid) <= trials:
+        start += [v for v in grid if v not in start and not any(_round(t.params) == v for t in done)]
+        n_new = len(start)
+        log(f"tune {name}: the space has {len(grid)} points, within the {trials} trials: each is tried once")
+    return start, n_new, grid
+
+
+@dataclasses.dataclass
+class _TrialRunner:
+    """One strategy's trials: each a run of the strategy with the trial's values on the dev sets."""
+    req: TuneRequest
+    name: str
+    profile: object
+    scenario_name: str
+    metric: str
+
+    def spec(self, values: dict) -> str:
+        """The row a trial with `values` (rounded) runs as: the plain name only where a run of it has these
+        values (it takes the tuned-defaults file, an earlier search's winner, over the hand-set defaults, so
+        the defaults' trial is then a variant too), else the variant name[key=value,...]."""
+        from .methods import method_config
+
+        current = method_config(self.name, self.req.profile, self.profile.prompt_length, scenario=self.scenario_name)
+        return self.name if all(getattr(current, k) == v for k, v in values.items()) else variant(self.name, values)
+
+    def request(self, specs: list[str], run_dir: Path):
+        from .runner import RunRequest
+
+        req = self.req
+        return RunRequest(scenario=req.scenario, strategies=specs, profile=req.profile, out_dir=run_dir,
+                          backbone=req.backbone, seeds=[req.seed], device=req.device, progress=req.progress,
+                          report=False, command=req.command, evaluate="dev")
+
+    def __call__(self, values: dict, run_dir: Path) -> float:
+        """One trial: the strategy with `values` (rounded) on the dev sets, in `run_dir`; its objective."""
+        from .runner import check_request, run_benchmark
+
+        run_req = self.request([self.spec(values)], run_dir)
+        (resolved,) = check_request(run_req).configs  # the variant's row name in the results
+        run_benchmark(run_req)
+        error = dev_error(run_dir, resolved, self.metric)
+        log(f"tune {self.name}: trial {values} -> dev {self.metric} {error:.4f}")
+        return error
 
 
 def _resume_interrupted(study, name: str) -> list[dict]:
